@@ -1,0 +1,1 @@
+"""Distillation: a registry of weighted loss terms (task, halting, teacher-matching)."""

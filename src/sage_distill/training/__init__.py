@@ -1,0 +1,1 @@
+"""Training the SAGE student (and distilling into it): data, loop, checkpoints."""
