@@ -30,6 +30,84 @@ def data_list() -> None:
     commands.list_datasets()
 
 
+@data_app.command("stats")
+def data_stats(dataset: Annotated[str, Opt("--dataset", help="Shipped dataset name (see `data list`).")],
+               as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False) -> None:
+    """Per split: tasks, demonstration pairs, test inputs, grid sizes, colour frequencies."""
+    from .arc import commands
+
+    commands.stats(dataset, as_json)
+
+
+@data_app.command("validate")
+def data_validate(paths: Annotated[list[Path], typer.Argument(help="Task files, task directories or "
+                                                                   "challenges files.")]) -> None:
+    """Exit 0 when every file is valid; otherwise print one line per problem and exit 2."""
+    from .arc import commands
+
+    problems = commands.validate(paths)
+    for line in problems:
+        print(line)
+    if problems:
+        raise typer.Exit(2)
+    print(f"ok: {len(paths)} path(s) valid")
+
+
+@data_app.command("export")
+def data_export(dataset: Annotated[str, Opt("--dataset")], split: Annotated[str, Opt("--split")],
+                out: Annotated[Path, Opt("--out", help="Directory for challenges.json and solutions.json.")]) -> None:
+    """Write DIR/challenges.json (no test outputs) and DIR/solutions.json, atomically."""
+    from .arc import commands
+
+    commands.export(dataset, split, out)
+
+
+# ---------------------------------------------------------------- evaluation: baseline / score / render / demo
+
+
+@app.command("baseline")
+def baseline(challenges: Annotated[Path, Opt("--challenges")], out: Annotated[Path, Opt("--out")],
+             method: Annotated[str, Opt("--method", help="copy | background")] = "copy") -> None:
+    """Write a trivial predictor's submission for a challenges file."""
+    from .arc import commands
+
+    commands.baseline(challenges, out, method)
+
+
+@app.command("score")
+def score(predictions: Annotated[Path, Opt("--predictions")], solutions: Annotated[Path, Opt("--solutions")],
+          challenges: Annotated[Path | None, Opt("--challenges", help="Also score the baselines.")] = None,
+          as_json: Annotated[bool, Opt("--json")] = False) -> None:
+    """pass@2 (official), pass@1, strict@2 and diagnostics, beside the baselines when challenges are given."""
+    from .arc import commands
+
+    commands.score(predictions, solutions, challenges, as_json)
+
+
+@app.command("render")
+def render(out: Annotated[Path, Opt("--out", help="PNG file to write.")],
+           dataset: Annotated[str | None, Opt("--dataset")] = None,
+           split: Annotated[str, Opt("--split", help="With --dataset.")] = "evaluation",
+           file: Annotated[Path | None, Opt("--file", help="Task file or challenges file.")] = None,
+           task: Annotated[str | None, Opt("--task")] = None,
+           predictions: Annotated[Path | None, Opt("--predictions")] = None,
+           solutions: Annotated[Path | None, Opt("--solutions")] = None,
+           cell_size: Annotated[int, Opt("--cell-size", min=2)] = 16) -> None:
+    """Draw a task (pairs, test inputs, solutions, attempts with wrong cells crossed) to PNG."""
+    from .arc import commands
+
+    found = commands.find_task(dataset, split, file, task, solutions)
+    commands.render(found, predictions, cell_size, out)
+
+
+@app.command("demo")
+def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo")) -> None:
+    """Export ARC-AGI-1 evaluation, predict, score beside the baselines, render three tasks."""
+    from .demo import run_demo
+
+    run_demo(out)
+
+
 # ---------------------------------------------------------------- student: train / predict / eval
 
 

@@ -3,6 +3,7 @@ the 30x30 canvas. One `Augmentation` is applied to every grid of a task so the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,13 @@ class Augmentation:
     dihedral: int = 0
     colors: tuple[int, ...] = IDENTITY_COLORS  # colors[c] is the new colour of colour c
 
+    def __post_init__(self) -> None:
+        # A non-permutation would silently merge colours and make `invert` wrong.
+        if self.dihedral not in range(8):
+            raise ValueError(f"dihedral must be 0..7, got {self.dihedral}")
+        if sorted(self.colors) != list(range(NUM_COLORS)):
+            raise ValueError(f"colors must be a permutation of 0..{NUM_COLORS - 1}, got {self.colors}")
+
     def apply(self, grid: np.ndarray) -> np.ndarray:
         return dihedral(np.asarray(self.colors, dtype=np.uint8)[grid], self.dihedral)
 
@@ -42,9 +50,10 @@ class Augmentation:
         return inverse[dihedral_inverse(grid, self.dihedral)]
 
     def apply_task(self, task: Task) -> Task:
-        train = tuple(Pair(self.apply(p.input), self.apply(p.output)) for p in task.train)
-        outs = None if task.test_outputs is None else tuple(self.apply(g) for g in task.test_outputs)
-        return Task(task.id, train, tuple(self.apply(g) for g in task.test_inputs), outs)
+        return _map_task(task, self.apply)
+
+    def invert_task(self, task: Task) -> Task:
+        return _map_task(task, self.invert)
 
     @staticmethod
     def random(rng: np.random.Generator, keep_background: bool = True) -> Augmentation:
@@ -72,3 +81,15 @@ class Placement:
     @staticmethod
     def random(rng: np.random.Generator, max_height: int, max_width: int) -> Placement:
         return Placement(int(rng.integers(MAX_SIZE - max_height + 1)), int(rng.integers(MAX_SIZE - max_width + 1)))
+
+    @staticmethod
+    def random_for_task(rng: np.random.Generator, task: Task) -> Placement:
+        """One offset at which every grid of the task fits, so the whole task moves together."""
+        grids = task.all_grids()
+        return Placement.random(rng, max(g.shape[0] for g in grids), max(g.shape[1] for g in grids))
+
+
+def _map_task(task: Task, fn: Callable[[np.ndarray], np.ndarray]) -> Task:
+    train = tuple(Pair(fn(p.input), fn(p.output)) for p in task.train)
+    outs = None if task.test_outputs is None else tuple(fn(g) for g in task.test_outputs)
+    return Task(task.id, train, tuple(fn(g) for g in task.test_inputs), outs)

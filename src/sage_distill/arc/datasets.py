@@ -122,25 +122,64 @@ def load_solutions(path: str | Path) -> dict[str, list]:
 
 def load_path(path: str | Path) -> list[Task]:
     """Any supported file or directory: a task directory, a one-task file, or a challenges file."""
+    tasks, problems = scan_path(path)
+    if problems:
+        raise problems[0]
+    return tasks
+
+
+def scan_path(path: str | Path) -> tuple[list[Task], list[ArcDataError]]:
+    """Like `load_path`, but keeps going past a bad task so every problem can be reported."""
     path = Path(path)
     if path.is_dir():
-        return load_task_dir(path)
-    data = read_json(path)
+        files = sorted(path.glob("*.json"))
+        if not files:
+            return [], [ArcDataError("no .json task files", file=str(path))]
+        tasks, problems = [], []
+        for f in files:
+            more, errs = scan_path(f)
+            tasks += more
+            problems += errs
+        return tasks, problems
+    try:
+        data = read_json(path)
+    except ArcDataError as e:
+        return [], [e]
     if not isinstance(data, dict):
-        raise ArcDataError(f"top level must be a JSON object, got {type(data).__name__}", file=str(path))
+        return [], [ArcDataError(f"top level must be a JSON object, got {type(data).__name__}", file=str(path))]
     if "train" in data or "test" in data:  # one task per file
-        return [parse_task(data, path.stem, file=str(path))]
-    return [parse_task(obj, str(tid), file=str(path)) for tid, obj in sorted(data.items())]
+        items = [(path.stem, data)]
+    else:
+        items = [(str(tid), data[tid]) for tid in sorted(data)]
+        if not items:
+            return [], [ArcDataError("no tasks: the object is empty", file=str(path))]
+    tasks, problems = [], []
+    for tid, obj in items:
+        try:
+            tasks.append(parse_task(obj, tid, file=str(path)))
+        except ArcDataError as e:
+            problems.append(e)
+    return tasks, problems
+
+
+def find_duplicate_ids(groups: Iterable[tuple[str, list[Task]]]) -> list[ArcDataError]:
+    """Every task id that comes from two files (or twice from one), as one problem each."""
+    seen: dict[str, str] = {}
+    problems = []
+    for file, tasks in groups:
+        for t in tasks:
+            if t.id in seen:
+                problems.append(ArcDataError(f"duplicate task id, also in {seen[t.id]}", file=file, task=t.id))
+            else:
+                seen[t.id] = file
+    return problems
 
 
 def check_unique_ids(groups: Iterable[tuple[str, list[Task]]]) -> None:
     """Refuse the same task id coming from two files."""
-    seen: dict[str, str] = {}
-    for file, tasks in groups:
-        for t in tasks:
-            if t.id in seen:
-                raise ArcDataError(f"duplicate task id, also in {seen[t.id]}", file=file, task=t.id)
-            seen[t.id] = file
+    problems = find_duplicate_ids(groups)
+    if problems:
+        raise problems[0]
 
 
 def load_source(dataset: str | None = None, split: str | None = None, path: str | Path | None = None,
