@@ -1,0 +1,49 @@
+"""Shared test set-up. Tests never touch the network: the hub libraries are forced offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def make_task(n_train: int = 2, n_test: int = 1) -> dict:
+    """A small valid task: the rule is 'swap colours 1 and 2'."""
+    def pair(k: int) -> dict:
+        grid = [[1, 2, 0], [k % 10, 1, 2]]
+        swap = {1: 2, 2: 1}
+        return {"input": grid, "output": [[swap.get(v, v) for v in row] for row in grid]}
+    return {"train": [pair(i) for i in range(n_train)], "test": [pair(i + 5) for i in range(n_test)]}
+
+
+@pytest.fixture
+def write_json(tmp_path: Path):
+    def write(name: str, obj: object) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        return path
+    return write
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """Run `sage-distill ARGS` in-process through the real entry point; returns (exit code, stdout, stderr)."""
+    from sage_distill.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["sage-distill", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
