@@ -139,6 +139,7 @@ def test_baselines_and_evaluate_files(tmp_path) -> None:
     assert bg["pixel_accuracy"] == approx(4 / 6) and bg["foreground_accuracy"] == 0.0
     table = format_table(r, name="model")
     assert "copy" in table and "background" in table and "MISSING" in table and "33.33%" in table
+    assert format_table(r, name="copy").splitlines()[0].split()[1:] == ["copy", "(model)", "copy", "background"]
 
 
 def test_baselines_predict_from_inputs_only() -> None:

@@ -132,7 +132,10 @@ TABLE_ROWS = [("pass@2 (official)", "pass@2"), ("pass@1", "pass@1"), ("strict@2"
 
 def format_table(report: dict, name: str = "model") -> str:
     """The model's figures beside every baseline in the report, one metric a row, as percentages."""
-    columns = {name: report, **report.get("baselines", {})}
+    baselines = report.get("baselines", {})
+    if name in baselines:  # a predictions file called copy.json must not hide behind the copy baseline
+        name = f"{name} (model)"
+    columns = {name: report, **baselines}
     width = max(12, *(len(c) + 2 for c in columns))
     lines = [f"{'metric':<22}" + "".join(f"{c:>{width}}" for c in columns)]
     for label, key in TABLE_ROWS:
