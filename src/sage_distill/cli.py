@@ -111,6 +111,47 @@ def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo")) -> None:
 # ---------------------------------------------------------------- student: train / predict / eval
 
 
+@app.command("train")
+def train(config: Annotated[Path, Opt("--config", help="Training YAML.")],
+          resume: Annotated[Path | None, Opt("--resume", help="Run folder to continue.")] = None,
+          set_: Annotated[list[str] | None, Opt("--set", help="Override: key.sub=value (YAML value).")] = None,
+          ) -> None:
+    """Train (or distil into) a SAGE student; torchrun for several GPUs."""
+    from .training.config import load_config, parse_overrides
+    from .training.train import train as run
+
+    run(load_config(config, parse_overrides(set_ or [])), resume)
+
+
+@app.command("predict")
+def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, Opt("--challenges")],
+            out: Annotated[Path, Opt("--out")], device: Annotated[str, Opt("--device")] = "cpu",
+            seed: Annotated[int, Opt("--seed")] = 0,
+            halting: Annotated[str, Opt("--halting", help="adaptive | fixed")] = "adaptive",
+            tta_steps: Annotated[int, Opt("--tta-steps", help="Code-fitting steps for unseen tasks.")] = 100,
+            limit: Annotated[int | None, Opt("--limit")] = None) -> None:
+    """Solve every task of a challenges file (no answers needed) into an ARC Prize submission."""
+    from .evaluation.model_eval import predict_challenges
+    from .student.predict import PredictConfig
+
+    print(predict_challenges(model, challenges, out, device,
+                             PredictConfig(seed=seed, halting=halting, tta_steps=tta_steps), limit))
+
+
+@app.command("eval")
+def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt("--dataset")],
+             split: Annotated[str, Opt("--split")] = "evaluation",
+             out: Annotated[Path, Opt("--out")] = Path("out/eval"), device: Annotated[str, Opt("--device")] = "cpu",
+             halting: Annotated[str, Opt("--halting", help="adaptive | fixed")] = "adaptive",
+             limit: Annotated[int | None, Opt("--limit", help="Only the first N tasks.")] = None) -> None:
+    """Export -> predict -> score (beside the baselines) -> renders, in one folder."""
+    from .evaluation.model_eval import evaluate_model
+    from .student.predict import PredictConfig
+
+    evaluate_model(model, dataset, split, out, device, PredictConfig(halting=halting), limit)
+
+
+
 # ---------------------------------------------------------------- teachers: extract / features
 
 

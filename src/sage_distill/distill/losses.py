@@ -46,14 +46,16 @@ class TaskLoss(nn.Module):
     counts as much as a 30x30 one, and OUTSIDE cells (most of the canvas) get `outside_weight`.
     The size heads get their own cross-entropy."""
 
-    def __init__(self, outside_weight: float = 0.1, size_weight: float = 0.5) -> None:
+    def __init__(self, outside_weight: float = 0.2, size_weight: float = 0.5) -> None:
         super().__init__()
         self.outside_weight, self.size_weight = outside_weight, size_weight
 
     def forward(self, li: LossInputs) -> torch.Tensor:
         targets, inside = cell_targets(li.batch)
-        weights = torch.where(inside, 1.0, self.outside_weight).flatten(1)
-        weights = weights / inside.flatten(1).sum(1, keepdim=True).clamp(min=1)
+        inside = inside.flatten(1).float()
+        # Mean over the grid's own cells plus a down-weighted mean over the OUTSIDE cells.
+        weights = inside / inside.sum(1, keepdim=True).clamp(min=1)
+        weights = weights + self.outside_weight * (1 - inside) / (1 - inside).sum(1, keepdim=True).clamp(min=1)
         h, w = (li.batch["out_size"] - 1).unbind(1)
         total = 0.0
         for r in li.readouts:

@@ -155,8 +155,8 @@ class SageModel(nn.Module):
         x = self.encode(tokens, codes)
         state = self.initial_state(x)
         readouts = []
-        for _ in range(steps or self.config.max_steps):
-            if detach_between_steps:
+        for i in range(steps or self.config.max_steps):
+            if detach_between_steps and i > 0:  # the initial state is a parameter: keep its gradient
                 state = state.detach()
             state, readout = self.step(x, state)
             readouts.append(readout)

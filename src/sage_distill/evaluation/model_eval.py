@@ -1,0 +1,80 @@
+"""`sage-distill eval`: export -> predict (from challenges only) -> score -> renders -> curves.
+
+The predictor never holds the solutions: it reads the exported challenges file, and the solutions
+file is opened only by the scorer afterwards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..arc.datasets import load_challenges
+from ..arc.export import export_split
+from ..arc.render import save_task_png
+from ..student.checkpoint import load_model
+from ..student.predict import PredictConfig, predict_file
+from ..utils.io import atomic_write_json
+from .scoring import evaluate_files, format_table
+from .submission import load_predictions
+
+
+def predict_challenges(model_dir: str | Path, challenges: str | Path, out: str | Path, device: str = "cpu",
+                       cfg: PredictConfig | None = None, limit: int | None = None) -> dict:
+    model, codes = load_model(model_dir, device)
+    tasks = load_challenges(challenges)[:limit]
+    return predict_file(model, codes, tasks, out, cfg or PredictConfig())
+
+
+def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str | Path, device: str = "cpu",
+                   cfg: PredictConfig | None = None, limit: int | None = None, renders: int = 6) -> dict:
+    out = Path(out_dir)
+    challenges, solutions = export_split(dataset, split, out / "data")
+    if limit is not None:  # a subset, e.g. for the CPU demo: cut both files to the first `limit` tasks
+        for path in (challenges, solutions):
+            data = json.loads(path.read_text())
+            atomic_write_json(path, {k: data[k] for k in sorted(data)[:limit]})
+    stats = predict_challenges(model_dir, challenges, out / "predictions.json", device, cfg)
+    report = evaluate_files(out / "predictions.json", solutions, challenges)
+    report["inference"] = {**stats, "device": device if device == "cpu" else torch.cuda.get_device_name()}
+    atomic_write_json(out / "scores.json", report, indent=1)
+    _render_samples(report, challenges, solutions, out / "predictions.json", out / "renders", renders)
+    _copy_curves(Path(model_dir), out)
+    print(format_table(report, name=Path(model_dir).name))
+    return report
+
+
+def _render_samples(report: dict, challenges: Path, solutions: Path, predictions: Path, folder: Path,
+                    count: int) -> None:
+    tasks = {t.id: t for t in load_challenges(challenges, solutions)}
+    preds = load_predictions(predictions)
+    per_task = report.get("per_task", {})
+    solved = [t for t, score in per_task.items() if score > 0][: count // 2]
+    failed = [t for t, score in per_task.items() if score == 0][: count - len(solved)]
+    for tag, ids in (("solved", solved), ("failed", failed)):
+        for tid in ids:
+            save_task_png(folder / f"{tag}-{tid}.png", tasks[tid], preds.get(tid))
+
+
+def _copy_curves(model_dir: Path, out: Path) -> None:
+    metrics = model_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return
+    shutil.copy(metrics, out / "metrics.jsonl")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for ax, keys in zip(axes, (["loss", "loss/task"], ["fg_acc", "cell_acc"], ["exact"]), strict=True):
+        for k in keys:
+            ax.plot([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r], label=k)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "training_curves.png", dpi=100)
+    plt.close(fig)
