@@ -44,7 +44,7 @@ def test_unknown_dataset_exits_2(cli) -> None:
 def test_validate(cli, write_json) -> None:
     good = write_json("good.json", {"t1": make_task(), "t2": make_task()})
     one = write_json("abc.json", make_task())
-    code, out, _ = cli("data", "validate", good, one)
+    code, out, _ = cli("data", "validate", good, one, good)
     assert code == 0 and "ok" in out
 
     bad = make_task()

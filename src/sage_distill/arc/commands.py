@@ -26,7 +26,7 @@ def stats(dataset: str, as_json: bool) -> None:
 def validate(paths: list[Path]) -> list[str]:
     """Every problem in the given files, one line each (duplicate ids across files included)."""
     groups, problems = [], []
-    for path in paths:
+    for path in dict.fromkeys(paths):  # the same path twice is one file, not a duplicate of itself
         tasks, errors = scan_path(path)
         groups.append((str(path), tasks))
         problems += errors
