@@ -110,3 +110,6 @@ class LossSet(nn.Module):
             parts[name] = value.detach()
             total = total + self.weights[name] * value
         return total, parts
+
+
+from . import teacher_losses  # noqa: E402, F401  (registers logit, feature, attention)

@@ -1,0 +1,86 @@
+"""`sage-distill extract`: run a teacher over a dataset split's grids and fill a feature store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..arc.datasets import load_dataset
+from ..arc.task import Task
+from ..training.data import fingerprint
+from .base import ContextMode, Teacher, TeacherInput, canvases_of, parse_pool, pool_tokens, teacher_inputs
+from .factory import TeacherConfig, build_teacher
+from .store import write_store
+
+log = logging.getLogger(__name__)
+
+
+def plan(tasks: list[Task], context: ContextMode) -> tuple[list[dict[str, str]], list[TeacherInput], list[str]]:
+    """Rows in store order (tasks sorted by id, then place), one per distinct teacher input.
+
+    Answers are stripped here, once, before anything reaches a teacher."""
+    rows, inputs, fps, seen = [], [], [], set()
+    for task in sorted(tasks, key=lambda t: t.id):
+        fp = fingerprint(task)
+        for ti, place in teacher_inputs(task.without_answers(), context):
+            if ti.key in seen:  # the same grid in the same context: one row serves both
+                continue
+            seen.add(ti.key)
+            rows.append({"key": ti.key, "task": task.id, "place": place})
+            inputs.append(ti)
+            fps.append(fp)
+    return rows, inputs, fps
+
+
+def make_compute(teacher: Teacher, inputs: list[TeacherInput], fps: list[str], pool: str, batch_size: int,
+                 bar: tqdm | None = None) -> Callable[[int, int], dict[str, torch.Tensor]]:
+    """Rows [start, start+count) in batches that start at `start`: a shard's batches never depend on
+    which shards ran before, which is what makes a resumed store byte-identical."""
+    def compute(start: int, count: int) -> dict[str, torch.Tensor]:
+        parts: dict[str, list[torch.Tensor]] = {}
+        for b in range(start, start + count, batch_size):
+            chunk = inputs[b:min(b + batch_size, start + count)]
+            queries, context = canvases_of(chunk)
+            codes = None
+            if hasattr(teacher, "codes_for"):  # a SAGE teacher reads its task through its own code
+                codes = teacher.codes_for(fps[b:b + len(chunk)], [0] * len(chunk))
+            out = teacher.encode(queries, context if any(context) else None, codes=codes)
+            parts.setdefault("features", []).append(pool_tokens(out["features"], teacher.tokens_hw, pool).cpu())
+            if "logits" in out:
+                parts.setdefault("logits", []).append(out["logits"].cpu())
+            if bar is not None:
+                bar.update(len(chunk))
+        return {k: torch.cat(v) for k, v in parts.items()}
+    return compute
+
+
+def extract(teacher: Teacher, tasks: list[Task], out: str | Path, *, source: dict[str, Any], pool: str = "grid",
+            context: ContextMode = "none", batch_size: int = 32, shard_size: int = 1024,
+            store_dtype: str = "bfloat16", on_shard: Callable[[int], None] | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    parse_pool(pool)
+    rows, inputs, fps = plan(tasks, context)
+    spec = {"teacher": teacher.name, **source, "layer": teacher.layer, "pooling": pool, "context": context,
+            "dtype": store_dtype, "feature_dim": teacher.feature_dim, "tokens_hw": list(teacher.tokens_hw),
+            "shard_size": shard_size, "tasks": sorted(t.id for t in tasks)}
+    with tqdm(total=len(rows), unit="grid", disable=not progress, desc=f"extract {teacher.name}") as bar:
+        compute = make_compute(teacher, inputs, fps, pool, batch_size, bar)
+        manifest = write_store(out, spec, rows, compute, on_shard=on_shard)
+    log.info("store %s: %d rows in %d shards", out, len(rows), len(manifest["shards"]))
+    return manifest
+
+
+def run_extract(cfg: TeacherConfig, dataset: str, split: str, out: str | Path, context: ContextMode = "none",
+                batch_size: int = 32, shard_size: int = 1024, store_dtype: str = "bfloat16",
+                limit: int | None = None) -> dict[str, Any]:
+    """The CLI's entry point: build the teacher from `cfg`, extract a shipped dataset split."""
+    tasks = load_dataset(dataset, split)[:limit]
+    teacher = build_teacher(cfg)
+    source = {"weights": cfg.weights, "dataset": dataset, "split": split}
+    return extract(teacher, tasks, out, source=source, pool=cfg.pool, context=context, batch_size=batch_size,
+                   shard_size=shard_size, store_dtype=store_dtype)
