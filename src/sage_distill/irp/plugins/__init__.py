@@ -1,0 +1,1 @@
+"""IRP plugins: the ARC solver (the SAGE student), vision (its grid encoder), memory retrieval, speech."""

@@ -1,0 +1,100 @@
+"""Task codes for the ARC solver: where the per-variant code vectors of a task come from.
+
+A codes provider is any callable `task -> codes [V, code_dim]`. `fit_codes` fits them by gradient
+descent on the task's augmented demonstration pairs with the model frozen (cross-entropy on the
+grid's cells, down-weighted OUTSIDE cells, and the size heads: the training TaskLoss); test outputs
+are never read (the task is stripped of them first). DREAM consolidation uses the same routine with
+more steps and, optionally, unfrozen model weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ...arc.task import Task
+from ...distill.losses import LossInputs, TaskLoss
+from ...student.checkpoint import TaskCodes
+from ...student.modeling_sage import SageModel
+from ...training.data import fingerprint, to_canvas, variant_augmentations
+
+CodesProvider = Callable[[Task], torch.Tensor]
+
+
+def demo_batch(task: Task, variants: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every demonstration pair under every variant augmentation, at the canvas's top-left."""
+    ins, outs, sizes, index = [], [], [], []
+    for v, aug in enumerate(variant_augmentations(task, variants)):
+        for p in task.train:
+            i, o = aug.apply(p.input), aug.apply(p.output)
+            ins.append(to_canvas(i))
+            outs.append(to_canvas(o))
+            sizes.append(o.shape)
+            index.append(v)
+    return {"inputs": torch.from_numpy(np.stack(ins)).long().to(device),
+            "outputs": torch.from_numpy(np.stack(outs)).long().to(device),
+            "out_size": torch.tensor(sizes, dtype=torch.long, device=device),
+            "variant": torch.tensor(index, dtype=torch.long, device=device)}
+
+
+def demo_loss(model: SageModel, batch: dict[str, torch.Tensor], codes: torch.Tensor, steps: int) -> torch.Tensor:
+    readouts = model(batch["inputs"], codes[batch["variant"]], steps=steps, detach_between_steps=True)
+    return TaskLoss()(LossInputs(readouts, batch))
+
+
+def fit_codes(model: SageModel, task: Task, init: torch.Tensor, steps: int, lr: float,
+              model_lr: float = 0.0, deadline: Callable[[], bool] | None = None) -> tuple[torch.Tensor, list[float]]:
+    """Fit codes [V, code_dim] (and, with model_lr > 0, the model) to the task's demonstrations.
+    Returns the codes and the loss curve. `deadline()` returning True stops early (ATP spent)."""
+    task = task.without_answers()
+    device = next(model.parameters()).device
+    batch = demo_batch(task, init.shape[0], device)
+    codes = init.detach().clone().to(device).requires_grad_(True)
+    params: list[dict] = [{"params": [codes], "lr": lr}]
+    if model_lr > 0:
+        params.append({"params": list(model.parameters()), "lr": model_lr})
+    opt = torch.optim.Adam(params)
+    was_training = model.training
+    model.train(model_lr > 0)
+    curve = []
+    fit_depth = max(1, model.config.max_steps // 2)  # shallower than inference: fitting is the costly part
+    with torch.enable_grad():
+        for _ in range(steps):
+            if deadline is not None and deadline():
+                break
+            loss = demo_loss(model, batch, codes, fit_depth)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            curve.append(loss.item())
+    model.train(was_training)
+    return codes.detach(), curve
+
+
+class FittedCodes:
+    """Look the task up in the model's code table by fingerprint; otherwise fit codes from its
+    demonstrations, starting from the table's mean (or zeros when the model has no table)."""
+
+    def __init__(self, model: SageModel, variants: int, table: TaskCodes | None = None, steps: int = 30,
+                 lr: float = 0.05) -> None:
+        self.model, self.variants, self.table, self.steps, self.lr = model, variants, table, steps, lr
+        self.fitted: dict[str, torch.Tensor] = {}
+
+    def start(self) -> torch.Tensor:
+        if self.table is not None and self.table.variants == self.variants:
+            return self.table.mean().float()
+        return torch.zeros(self.variants, self.model.config.code_dim)
+
+    def __call__(self, task: Task) -> torch.Tensor:
+        fp = fingerprint(task)
+        if fp in self.fitted:
+            return self.fitted[fp]
+        if self.table is not None and self.table.variants == self.variants:
+            known = self.table.lookup(fp)
+            if known is not None:
+                return known.float()
+        codes, _ = fit_codes(self.model, task, self.start(), self.steps, self.lr)
+        self.fitted[fp] = codes
+        return codes

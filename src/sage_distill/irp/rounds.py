@@ -1,0 +1,63 @@
+"""Run several refinements in lockstep rounds, one step each per round, moving ATP between them.
+
+After every round, plugins that halted return their unspent ATP to the cycle's pool; a plugin whose
+account runs dry draws from the pool a share proportional to its weight among the plugins still
+running. With a thread pool the steps of one round run concurrently (torch releases the GIL)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .atp import Account, Pool, allocate
+from .contract import Budget, Plugin, RefineTrace
+from .refine import Clock, HaltRule, Refiner
+
+
+def run_plugins(plugins: list[Plugin], x: Any, ctx: dict[str, Any], budget_atp: float, weights: dict[str, float],
+                floor: float, max_steps: dict[str, int], rule: HaltRule, clock: Clock = time.perf_counter,
+                executor: ThreadPoolExecutor | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Returns each plugin's best state and its ledger: allocation, spent, drawn, trace."""
+    alloc = allocate(budget_atp, {p.name: weights[p.name] for p in plugins}, floor)
+    pool = Pool()
+    accounts = {p.name: Account(alloc[p.name]) for p in plugins}
+    running: set[str] = set()
+
+    def share(name: str):
+        def f() -> float:
+            total = sum(weights[n] for n in running) or 1.0
+            return weights[name] / total if name in running else 0.0
+        return f
+
+    refiners: dict[str, Refiner] = {}
+    for p in plugins:  # init_state is charged to the account, like a step
+        refiners[p.name] = Refiner(p, x, ctx, Budget(max_steps[p.name], alloc[p.name]), account=accounts[p.name],
+                                   pool=pool, pool_share=share(p.name), rule=rule, clock=clock)
+        running.add(p.name)
+    while running:
+        names = sorted(running)
+        if executor is not None and len(names) > 1:
+            alive = list(executor.map(lambda n: refiners[n].advance(), names))
+        else:
+            alive = [refiners[n].advance() for n in names]
+        for n, still in zip(names, alive, strict=True):
+            if not still:
+                running.discard(n)
+                accounts[n].close(pool)
+    states, ledger = {}, {}
+    for name, r in refiners.items():
+        state, trace = r.result()
+        states[name] = state
+        ledger[name] = {"allocated": alloc[name], "spent": accounts[name].spent, "drawn": accounts[name].drawn,
+                        "returned": accounts[name].returned, "trace": trace}
+    return states, ledger
+
+
+def ledger_json(ledger: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, e in ledger.items():
+        trace: RefineTrace = e["trace"]
+        out[name] = {"allocated": round(e["allocated"], 3), "spent": round(e["spent"], 3),
+                     "drawn": round(e["drawn"], 3), "returned": round(e["returned"], 3), **trace.to_json()}
+    return out

@@ -1,0 +1,122 @@
+"""`sage-distill run`: the orchestrator over a stream of ARC tasks.
+
+Writes into --out: predictions.json (ARC Prize format), trace.jsonl, summary.json and summary.txt
+(per plugin: ATP, steps, trust; cycles in each metabolic state), memory.sqlite, and WAV files when
+speech is on. Idle cycles can be inserted into the stream (config `stream`) so REST and DREAM occur.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..arc.datasets import load_challenges
+from ..arc.task import Task
+from ..errors import SageError
+from ..evaluation.submission import write_predictions
+from ..student.checkpoint import load_model
+from ..student.modeling_sage import SageModel
+from ..utils.io import atomic_write_json, atomic_write_text
+from .config import RunConfig
+from .contract import Plugin
+from .memory import Memory
+from .orchestrator import Orchestrator
+from .plugins.arc_solver import ArcSolver, task_to_memory
+from .plugins.codes import FittedCodes
+from .plugins.memory_retrieval import MemoryRetrieval
+from .plugins.speech import Speech
+from .plugins.vision import Vision
+from .trace import TraceWriter
+
+
+@dataclass
+class Runtime:
+    orchestrator: Orchestrator
+    memory: Memory
+    trace: TraceWriter
+    solver: ArcSolver | None
+
+    def close(self) -> None:
+        self.orchestrator.close()
+        self.trace.close()
+        self.memory.close()
+
+
+def build_runtime(cfg: RunConfig, model: SageModel, table: Any, out: Path) -> Runtime:
+    """Plugins and orchestrator from the config; `table` is the model's TaskCodes or None."""
+    torch.manual_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    mem_path = Path(cfg.memory)
+    memory = Memory(mem_path if mem_path.is_absolute() else out / mem_path)
+    trace = TraceWriter(out / "trace.jsonl")
+    p = cfg.plugins
+    plugins: list[Plugin] = []
+    steps: dict[str, int] = {}
+    if p.vision.enabled:
+        plugins.append(Vision(model, p.vision.eps))
+        steps["vision"] = 64
+    if p.memory_retrieval.enabled:
+        plugins.append(MemoryRetrieval(memory, p.memory_retrieval.k, p.memory_retrieval.chunk))
+        steps["memory_retrieval"] = 1_000_000
+    solver = None
+    if p.arc_solver.enabled:
+        a = p.arc_solver
+        codes = FittedCodes(model, a.variants, table, a.fit_steps, a.fit_lr)
+        solver = ArcSolver(model, codes, a.energy_threshold, a.dream_steps, a.fit_lr, a.dream_model_lr)
+        plugins.append(solver)
+        steps["arc_solver"] = a.max_steps or model.config.max_steps
+    if p.speech.enabled:
+        plugins.append(Speech(out / "speech", p.speech.voice))
+        steps["speech"] = 1
+    orch = Orchestrator(plugins, cfg.orchestrator, memory, trace, serialize=task_to_memory, max_steps=steps)
+    return Runtime(orch, memory, trace, solver)
+
+
+def run_stream(rt: Runtime, tasks: list[Task], cfg: RunConfig) -> dict[str, list[dict[str, Any]]]:
+    """One cycle per task (plus configured idle cycles); returns the predictions."""
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    for i, task in enumerate(tasks, 1):
+        res = rt.orchestrator.cycle(task.without_answers(), key=task.id)
+        if res.answer is None:  # no solver ran (e.g. budget exhausted): still one entry per test input
+            res.answer = [{"attempt_1": [[0]], "attempt_2": [[0]]} for _ in task.test_inputs]
+        predictions[task.id] = res.answer
+        if cfg.stream.idle_every and i % cfg.stream.idle_every == 0:
+            for _ in range(cfg.stream.idle_cycles):
+                rt.orchestrator.cycle(None)
+    return predictions
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"{'plugin':<18}{'runs':>6}{'ATP':>12}{'steps':>8}{'trust':>8}"]
+    for name, s in summary["plugins"].items():
+        lines.append(f"{name:<18}{int(s['runs']):>6}{s['atp']:>12.1f}{int(s['steps']):>8}{s['trust']:>8.3f}")
+    lines.append("")
+    lines.append("cycles per metabolic state: " + ", ".join(f"{k} {v}" for k, v in summary["time_in_state"].items()))
+    return "\n".join(lines)
+
+
+def run_command(config: Path | None, challenges: Path, out: Path, model_dir: Path | None) -> str:
+    from .config import load_config
+
+    cfg = load_config(config)
+    folder = model_dir or (Path(cfg.model) if cfg.model else None)
+    if folder is None:
+        raise SageError("no model: give --model DIR or set `model:` in the config")
+    model, table = load_model(folder, cfg.device)
+    tasks = load_challenges(challenges)
+    rt = build_runtime(cfg, model, table, out)
+    try:
+        predictions = run_stream(rt, tasks, cfg)
+        summary = rt.orchestrator.summary()
+    finally:
+        rt.close()
+    write_predictions(out / "predictions.json", predictions)
+    atomic_write_json(out / "summary.json", summary, indent=2)
+    text = format_summary(summary)
+    atomic_write_text(out / "summary.txt", text + "\n")
+    return text + f"\n\nwrote {out / 'predictions.json'}, {out / 'trace.jsonl'}, {out / 'summary.txt'}"
+
+
