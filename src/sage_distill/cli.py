@@ -154,6 +154,42 @@ def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt
 
 # ---------------------------------------------------------------- teachers: extract / features
 
+features_app = typer.Typer(no_args_is_help=True, help="Teacher feature stores: validate.")
+app.add_typer(features_app, name="features")
+
+
+@app.command("extract")
+def extract(teacher: Annotated[str, Opt("--teacher", help="groot | hf | sage")],
+            weights: Annotated[Path, Opt("--weights", help="Local folder: GR00T checkpoint, HF model or SAGE model.")],
+            dataset: Annotated[str, Opt("--dataset")], split: Annotated[str, Opt("--split")],
+            out: Annotated[Path, Opt("--out", help="Store directory; rerun the same command to resume.")],
+            tokenizer: Annotated[Path | None, Opt("--tokenizer", help="groot: local Qwen3 tokenizer folder.")] = None,
+            pool: Annotated[str, Opt("--pool", help="none | grid | KxK")] = "grid",
+            layer: Annotated[int | None, Opt("--layer", help="groot: LM layers 1-12; hf: hidden_states "
+                                                            "index; sage: step.")] = None,
+            context: Annotated[str, Opt("--context", help="none | demos (groot: show demo pairs first)")] = "none",
+            batch_size: Annotated[int, Opt("--batch-size")] = 32,
+            shard_size: Annotated[int, Opt("--shard-size", help="Grids per shard.")] = 1024,
+            device: Annotated[str, Opt("--device")] = "cpu",
+            store_dtype: Annotated[str, Opt("--store-dtype", help="bfloat16 | float16 | float32")] = "bfloat16",
+            limit: Annotated[int | None, Opt("--limit", help="Only the first N tasks (smoke runs).")] = None) -> None:
+    """Run a teacher over a dataset split's input grids (never a test output) into a feature store."""
+    from .teachers import extract as ex
+
+    print(ex.extract_command(teacher=teacher, weights=weights, tokenizer=tokenizer, pool=pool, layer=layer,
+                             context=context, batch_size=batch_size, shard_size=shard_size, device=device,
+                             store_dtype=store_dtype, dataset=dataset, split=split, out=out, limit=limit))
+
+
+@features_app.command("validate")
+def features_validate(store: Annotated[Path, typer.Argument(help="Feature store directory.")]) -> None:
+    """Shapes, dtypes, checksums, NaN/Inf, per-dimension statistics, coverage; exit 2 if anything is wrong."""
+    import json
+
+    from .teachers.store_check import validate_store
+
+    print(json.dumps(validate_store(store), indent=2))
+
 
 # ---------------------------------------------------------------- IRP runtime: run / trace
 

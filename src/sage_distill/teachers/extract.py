@@ -13,7 +13,16 @@ from tqdm import tqdm
 from ..arc.datasets import load_dataset
 from ..arc.task import Task
 from ..training.data import fingerprint
-from .base import ContextMode, Teacher, TeacherInput, canvases_of, parse_pool, pool_tokens, teacher_inputs
+from .base import (
+    ContextMode,
+    Teacher,
+    TeacherError,
+    TeacherInput,
+    canvases_of,
+    parse_pool,
+    pool_tokens,
+    teacher_inputs,
+)
 from .factory import TeacherConfig, build_teacher
 from .store import write_store
 
@@ -84,3 +93,23 @@ def run_extract(cfg: TeacherConfig, dataset: str, split: str, out: str | Path, c
     source = {"weights": cfg.weights, "dataset": dataset, "split": split}
     return extract(teacher, tasks, out, source=source, pool=cfg.pool, context=context, batch_size=batch_size,
                    shard_size=shard_size, store_dtype=store_dtype)
+
+
+def extract_command(*, teacher: str, weights: Path, tokenizer: Path | None, pool: str, layer: int | None,
+                    context: str, batch_size: int, shard_size: int, device: str, store_dtype: str, dataset: str,
+                    split: str, out: Path, limit: int | None) -> str:
+    """`sage-distill extract`, options as given on the command line; returns the summary line."""
+    if context not in ("none", "demos"):
+        raise TeacherError(f"--context must be none or demos, got '{context}'")
+    if store_dtype not in ("bfloat16", "float16", "float32"):
+        raise TeacherError(f"--store-dtype must be bfloat16, float16 or float32, got '{store_dtype}'")
+    try:
+        cfg = TeacherConfig(kind=teacher, weights=str(weights), tokenizer=str(tokenizer) if tokenizer else None,
+                            layer=layer, pool=pool, device=device)
+    except ValueError as e:
+        raise TeacherError(f"bad teacher options: {e}") from None
+    manifest = run_extract(cfg, dataset, split, out, context, batch_size, shard_size,  # type: ignore[arg-type]
+                           store_dtype, limit)
+    shape = manifest["shards"][0]["shapes"]["features"][1:]
+    n_rows, n_shards = len(manifest["rows"]), len(manifest["shards"])
+    return f"ok: {n_rows} grids, features {shape} {store_dtype}, {n_shards} shards -> {out}"
