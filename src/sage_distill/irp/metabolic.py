@@ -2,8 +2,9 @@
 
 Transitions are driven by measured signals, evaluated once per cycle in table order (first match
 wins). Hysteresis: every pair of opposite transitions uses separate enter/exit thresholds, and a
-state must be held `min_dwell` cycles before a non-emergency transition (entering CRISIS is
-immediate, leaving it is not). docs/IRP.md carries the same table.
+state must be held `min_dwell` cycles before a transition, except two that must not wait: entering
+CRISIS (the reserve is nearly gone) and waking from REST or DREAM when input arrives (an input must
+not be ignored). REST spends no ATP, so it cannot fall into CRISIS. docs/IRP.md carries the table.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ PROFILES: dict[State, Profile] = {
     State.WAKE: Profile(1.0, 3, 0.10),
     State.FOCUS: Profile(1.5, 2, 0.05),  # more ATP, fewer plugins: concentrate on a salient input
     State.REST: Profile(0.25, 1, 0.30),  # little compute, fast recharge
-    State.DREAM: Profile(0.5, 1, 0.15),  # only learners run, on memories (consolidation)
+    State.DREAM: Profile(0.5, 1, 0.10),  # only learners run, on memories (consolidation)
     State.CRISIS: Profile(0.3, 1, 0.20),  # reserve nearly empty: only the most trusted plugin
 }
 
@@ -65,24 +66,25 @@ class Signals:
 TABLE: list[tuple[State, State, str]] = [
     (State.WAKE, State.CRISIS, "reserve < crisis_enter (immediate)"),
     (State.FOCUS, State.CRISIS, "reserve < crisis_enter (immediate)"),
-    (State.REST, State.CRISIS, "reserve < crisis_enter (immediate)"),
     (State.DREAM, State.CRISIS, "reserve < crisis_enter (immediate)"),
     (State.CRISIS, State.WAKE, "reserve >= crisis_exit and input present"),
     (State.CRISIS, State.REST, "reserve >= crisis_exit and no input"),
     (State.WAKE, State.FOCUS, "input salience >= focus_enter"),
     (State.FOCUS, State.WAKE, "input salience < focus_exit, or no input"),
     (State.WAKE, State.REST, "idle_cycles >= rest_idle"),
-    (State.REST, State.WAKE, "input present"),
+    (State.REST, State.WAKE, "input present (immediate)"),
     (State.REST, State.DREAM, "idle_cycles >= dream_idle and reserve >= dream_reserve and memories exist"),
-    (State.DREAM, State.WAKE, "input present"),
+    (State.DREAM, State.WAKE, "input present (immediate)"),
     (State.DREAM, State.REST, "cycles_in_state >= dream_cycles"),
 ]
 
 
 def next_state(state: State, s: Signals, t: Thresholds) -> tuple[State, str]:
     """The state for this cycle and the table row that fired ('' when it stays)."""
-    if state is not State.CRISIS and s.reserve < t.crisis_enter:
+    if state in (State.WAKE, State.FOCUS, State.DREAM) and s.reserve < t.crisis_enter:
         return State.CRISIS, f"reserve {s.reserve:.2f} < {t.crisis_enter}"
+    if state in (State.REST, State.DREAM) and s.has_input:
+        return State.WAKE, "input arrived"
     if s.cycles_in_state < t.min_dwell:
         return state, ""
     if state is State.CRISIS:
@@ -97,13 +99,9 @@ def next_state(state: State, s: Signals, t: Thresholds) -> tuple[State, str]:
         if not s.has_input or s.salience < t.focus_exit:
             return State.WAKE, f"salience {s.salience:.2f} < {t.focus_exit}"
     elif state is State.REST:
-        if s.has_input:
-            return State.WAKE, "input arrived"
         if s.idle_cycles >= t.dream_idle and s.reserve >= t.dream_reserve and s.has_memories:
             return State.DREAM, f"idle {s.idle_cycles} cycles, reserve {s.reserve:.2f}"
     elif state is State.DREAM:
-        if s.has_input:
-            return State.WAKE, "input arrived"
         if s.cycles_in_state >= t.dream_cycles:
             return State.REST, f"dreamt {s.cycles_in_state} cycles"
     return state, ""

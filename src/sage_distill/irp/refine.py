@@ -69,9 +69,10 @@ class Refiner:
         if self.account is None:
             return True
         need = max(self._last_ms, 1e-9)  # the next step should cost about what the last one did
-        if self.account.remaining < need and self.pool is not None:
+        slack = 1e-6  # a nanosecond of ATP: clock arithmetic must not cost a step
+        if self.account.remaining + slack < need and self.pool is not None:
             self.account.drawn += self.pool.draw(self.pool_share() if self.pool_share else 1.0)
-        return self.account.remaining >= need or (not self.trace.steps and self.account.remaining > 0)
+        return self.account.remaining + slack >= need or (not self.trace.steps and self.account.remaining > 0)
 
     def advance(self) -> bool:
         """Run one step unless halted; returns True while the refinement is still running."""
