@@ -193,6 +193,31 @@ def features_validate(store: Annotated[Path, typer.Argument(help="Feature store 
 
 # ---------------------------------------------------------------- IRP runtime: run / trace
 
+trace_app = typer.Typer(no_args_is_help=True, help="Orchestrator traces: show.")
+app.add_typer(trace_app, name="trace")
+
+
+@app.command("run")
+def irp_run(challenges: Annotated[Path, Opt("--challenges", help="ARC Prize challenges file (no answers read).")],
+            out: Annotated[Path, Opt("--out", help="Directory: predictions.json, trace.jsonl, summary, memory.")],
+            config: Annotated[Path | None, Opt("--config", help="orchestrator.yaml")] = None,
+            model: Annotated[Path | None, Opt("--model", help="SAGE model folder (overrides the config).")] = None,
+            ) -> None:
+    """Run the IRP orchestrator over a stream of ARC tasks."""
+    from .irp.runner import run_command
+
+    print(run_command(config, challenges, out, model))
+
+
+@trace_app.command("show")
+def trace_show(trace: Annotated[Path, typer.Argument(help="trace.jsonl written by `run`.")],
+               out: Annotated[Path, Opt("--out", help="PNG: ATP per plugin, energy curves, metabolic state.")]
+               ) -> None:
+    """Draw a trace's timeline."""
+    from .irp.plots import show_command
+
+    print(show_command(trace, out))
+
 
 def main() -> None:
     try:
