@@ -12,10 +12,10 @@ from safetensors.torch import load_file, save_file
 from sage_distill.teachers.base import TeacherError
 from sage_distill.teachers.bench_groot import main as bench_main
 from sage_distill.teachers.groot import (
+    IM_START,
     IMG_CONTEXT,
     IMG_END,
     IMG_START,
-    IM_START,
     GrootArch,
     GrootBackbone,
     GrootTeacher,
