@@ -58,18 +58,25 @@ def fit_codes(model: SageModel, task: Task, init: torch.Tensor, steps: int, lr: 
     opt = torch.optim.Adam(params)
     was_training = model.training
     model.train(model_lr > 0)
+    frozen = [p for p in model.parameters() if p.requires_grad] if model_lr <= 0 else []
+    for p in frozen:  # no gradients for weights nobody updates: about half the backward pass
+        p.requires_grad_(False)
     curve = []
     fit_depth = max(1, model.config.max_steps // 2)  # shallower than inference: fitting is the costly part
-    with torch.enable_grad():
-        for _ in range(steps):
-            if deadline is not None and deadline():
-                break
-            loss = demo_loss(model, batch, codes, fit_depth)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            curve.append(loss.item())
-    model.train(was_training)
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                if deadline is not None and deadline():
+                    break
+                loss = demo_loss(model, batch, codes, fit_depth)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                curve.append(loss.item())
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
     return codes.detach(), curve
 
 

@@ -1,0 +1,106 @@
+"""End to end: `sage-distill run` over an ARC stream with a saved tiny model, `trace show`, feedback,
+answer choice, speech, and the bench script's smoke run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from sage_distill.cli import app
+from sage_distill.errors import SageError
+from sage_distill.evaluation.submission import load_predictions
+from sage_distill.irp import bench
+from sage_distill.irp.config import OrchestratorSettings
+from sage_distill.irp.orchestrator import Orchestrator
+from sage_distill.irp.plugins import speech
+from sage_distill.irp.plugins.synthetic import ScriptedPlugin
+from sage_distill.irp.trace import read_trace
+from sage_distill.student import SageConfig, SageModel
+from sage_distill.student.checkpoint import save_model
+
+TASKS = {
+    "aa": {"train": [{"input": [[1, 0]], "output": [[0, 1]]}, {"input": [[2, 2, 0]], "output": [[0, 2, 2]]}],
+           "test": [{"input": [[3, 0]]}]},
+    "bb": {"train": [{"input": [[1], [0]], "output": [[1, 1]]}], "test": [{"input": [[4], [4]]}, {"input": [[5]]}]},
+}
+
+
+def test_run_writes_predictions_trace_summary_and_plot(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    save_model(tmp_path / "model", SageModel(SageConfig.preset("tiny")))
+    (tmp_path / "challenges.json").write_text(json.dumps(TASKS))
+    cfg = {"orchestrator": {"base_budget": 60000.0, "reserve_capacity": 1e6},
+           "plugins": {"arc_solver": {"variants": 2, "fit_steps": 1, "dream_steps": 1}},
+           "stream": {"idle_every": 2, "idle_cycles": 5}}
+    (tmp_path / "orch.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    runner = CliRunner()
+    r = runner.invoke(app, ["run", "--config", str(tmp_path / "orch.yaml"), "--challenges",
+                            str(tmp_path / "challenges.json"), "--out", str(out), "--model", str(tmp_path / "model")])
+    assert r.exit_code == 0, r.output
+    preds = load_predictions(out / "predictions.json")
+    assert sorted(preds) == ["aa", "bb"] and len(preds["bb"]) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["plugins"]["arc_solver"]["runs"] == 2 and summary["plugins"]["vision"]["runs"] == 2
+    assert sum(summary["time_in_state"].values()) == 7 and summary["time_in_state"]["DREAM"] >= 1
+    assert "arc_solver" in (out / "summary.txt").read_text()
+    records = read_trace(out / "trace.jsonl")
+    answered = [r for r in records if r.get("answer_from")]
+    assert [r["key"] for r in answered] == ["aa", "bb"]
+    for rec in answered:
+        curve = rec["plugins"]["arc_solver"]["energies"]
+        assert len(curve) == rec["plugins"]["arc_solver"]["steps"] + 1
+        assert set(rec["snarc"]) == {"surprise", "novelty", "arousal", "reward", "conflict"}
+        assert "trust" in rec["answer_reason"] and rec["trust_before"] != rec["trust_after"]
+    assert answered[0]["novelty"] == 1.0  # empty memory: everything is new
+    assert any(r.get("dream") for r in records)
+    png = tmp_path / "timeline.png"
+    r = runner.invoke(app, ["trace", "show", str(out / "trace.jsonl"), "--out", str(png)])
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_answer_choice_and_late_feedback() -> None:
+    good = ScriptedPlugin("good", lambda k, x: 4.0 / (k + 1), value=lambda x: "right")
+    bad = ScriptedPlugin("bad", lambda k, x: 1.0 + k, value=lambda x: "wrong")  # diverges
+    orch = Orchestrator([good, bad], OrchestratorSettings(base_budget=1e6, reserve_capacity=1e9),
+                        max_steps={"good": 6, "bad": 6})
+    res = orch.cycle("input", key="k1")
+    assert res.chosen == "good" and res.answer == "right"
+    assert res.traces["bad"].halt_reason == "diverging"
+    assert res.record["snarc"]["conflict"] == 1.0  # the two plugins disagreed
+    before = orch.trust.get("bad")
+    changes = orch.feedback("k1", lambda v: v == "right")
+    assert changes["good"][1] > changes["good"][0] and orch.trust.get("bad") < before
+
+
+def test_speech_writes_a_wav_or_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if speech.espeak_path() is not None:
+        from sage_distill.irp import Budget, refine
+
+        plugin = speech.Speech(tmp_path)
+        state, trace = refine(plugin, "task aa answered in three steps", {"cycle": 1}, Budget(max_steps=1))
+        assert trace.halt_reason == "spoken" and state.path.read_bytes()[:4] == b"RIFF"
+        assert state.path.stat().st_size > 1000
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    with pytest.raises(SageError, match="espeak-ng"):
+        speech.Speech(tmp_path)
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    report = bench.main(["--model", "tiny-random", "--limit", "2", "--out", str(tmp_path / "b.json"),
+                         "--variants", "1", "--fit-steps", "1", "--dream-steps", "1", "--dream-ms", "200",
+                         "--overhead-cycles", "50"])
+    h = report["halting"]
+    assert h["fixed"]["mean_steps"] == h["max_steps"] and h["adaptive"]["mean_steps"] <= h["max_steps"]
+    assert 0.0 <= h["adaptive"]["pass@2"] <= 1.0
+    assert report["overhead"]["no_io"]["median_ms"] < 5.0  # generous for shared CI; target < 1 ms
+    assert report["dream"]["dream_cycles"] >= 1
+    assert json.loads((tmp_path / "b.json").read_text())["tasks"] == 2
+    assert np.isfinite(report["dream"]["with_dream"]["pass@2"])
