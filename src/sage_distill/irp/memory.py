@@ -1,10 +1,11 @@
 """Persistent experience memory: SQLite in WAL mode, one row per experience.
 
 Each row holds the input's embedding (float32 bytes), the input and output (JSON), the energy trace,
-the outcome when known, and SNARC salience. Every write is one transaction with synchronous=FULL, so
-a process killed mid-write leaves the store with the committed rows intact and no partial row
-(tests/test_irp_memory.py kills a writer with SIGKILL). Retrieval is cosine similarity over the
-embeddings, kept in an in-process matrix that is refreshed when the row count changes.
+the outcome when known, and SNARC salience. Every write is one transaction, so a process killed
+mid-write leaves the committed rows intact and no partial row (tests/test_irp_memory.py kills a
+writer with SIGKILL). In WAL mode synchronous=NORMAL already survives a process kill; `power_safe`
+(synchronous=FULL) adds an fsync per commit, which also survives power loss but costs ~3 ms a write. Retrieval is cosine similarity over the
+embeddings, kept in an in-process matrix extended with the rows added since the last read.
 """
 
 from __future__ import annotations
@@ -54,13 +55,13 @@ class Experience:
 
 
 class Memory:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, power_safe: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(f"PRAGMA synchronous={'FULL' if power_safe else 'NORMAL'}")
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             raise SageError(f"{self.path}: cannot open memory store: {e}") from None
@@ -126,14 +127,16 @@ class Memory:
         return self._rows("WHERE salience >= ? ORDER BY salience DESC, id LIMIT ?", (min_salience, limit))
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids [N], unit-normalised embeddings [N, D]); reloaded only when rows were added."""
-        n = len(self)
-        if n != len(self._ids):
-            cur = self.db.execute("SELECT id, embedding FROM experiences ORDER BY id")
-            rows = cur.fetchall()
-            self._ids = np.array([r[0] for r in rows], np.int64)
-            m = np.stack([np.frombuffer(r[1], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
-            self._matrix = m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12) if rows else m
+        """(ids [N], unit-normalised embeddings [N, D]); only rows added since the last call are read."""
+        last = int(self._ids[-1]) if len(self._ids) else 0
+        rows = self.db.execute("SELECT id, embedding FROM experiences WHERE id > ? ORDER BY id", (last,)).fetchall()
+        if rows:
+            m = np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+            m = m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)
+            ids = np.array([r[0] for r in rows], np.int64)
+            same = len(self._ids) and self._matrix.shape[1] == m.shape[1]
+            self._ids = np.concatenate([self._ids, ids]) if same else ids
+            self._matrix = np.concatenate([self._matrix, m]) if same else m
         return self._ids, self._matrix
 
     def nearest(self, embedding: np.ndarray, k: int = 5, exclude_key: str | None = None) -> list[tuple[float, int]]:
