@@ -4,8 +4,9 @@ Each row holds the input's embedding (float32 bytes), the input and output (JSON
 the outcome when known, and SNARC salience. Every write is one transaction, so a process killed
 mid-write leaves the committed rows intact and no partial row (tests/test_irp_memory.py kills a
 writer with SIGKILL). In WAL mode synchronous=NORMAL already survives a process kill; `power_safe`
-(synchronous=FULL) adds an fsync per commit, which also survives power loss but costs ~3 ms a write. Retrieval is cosine similarity over the
-embeddings, kept in an in-process matrix extended with the rows added since the last read.
+(synchronous=FULL) adds an fsync per commit, which also survives power loss but costs ~3 ms a write.
+Retrieval is cosine similarity over the embeddings, kept in an in-process matrix extended with the
+rows added since the last read.
 """
 
 from __future__ import annotations
