@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -17,7 +18,7 @@ from sage_distill.cli import app
 from sage_distill.errors import SageError
 from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.checkpoint import save_model
-from sage_distill.teachers import build_teacher
+from sage_distill.teachers import batch_keys, build_teacher
 from sage_distill.teachers.extract import extract, plan
 from sage_distill.teachers.groot import GrootArch, GrootBackbone, GrootTeacher, placeholder_text_ids
 from sage_distill.teachers.store import FeatureStore
@@ -153,6 +154,13 @@ def test_lazy_dataset_with_workers_and_lookup(teacher, tmp_path: Path) -> None:
     got = store.lookup([rows[6]["key"], "not-a-key", rows[0]["key"]])
     assert got["mask"].tolist() == [True, False, True]
     assert torch.allclose(got["features"][0], stacked[6]) and got["features"][1].abs().sum() == 0
+    # Training batches find their rows by content, wherever the grid sits on the canvas.
+    from sage_distill.training.data import shift, to_canvas
+
+    canvases = torch.from_numpy(np.stack([to_canvas(inputs[i].query) for i in (3, 8)])).long()
+    moved = shift(canvases, torch.tensor([[0, 0], [1, 2]]))
+    hit = store.lookup(batch_keys(moved))
+    assert hit["mask"].all() and torch.allclose(hit["features"], stacked[[3, 8]])
     mean, std = store.stats()
     flat = stacked.flatten(0, 1)
     assert torch.allclose(mean, flat.mean(0), atol=1e-5) and torch.allclose(std, flat.std(0, unbiased=False), atol=1e-4)

@@ -58,6 +58,17 @@ def query_key(query: np.ndarray, context: tuple[tuple[np.ndarray, np.ndarray], .
     return h.hexdigest()[:32]
 
 
+def batch_keys(inputs: torch.Tensor) -> list[str]:
+    """Store keys (context "none") of a training batch's input canvases [B, 30, 30]: each grid is cut
+    out of its canvas wherever it was placed, so translated inputs still find their row."""
+    keys = []
+    for canvas in inputs.cpu().numpy():
+        rows, cols = np.nonzero(canvas != OUTSIDE)
+        grid = canvas[rows.min():rows.max() + 1, cols.min():cols.max() + 1] if rows.size else canvas[:0, :0]
+        keys.append(query_key(grid))
+    return keys
+
+
 def teacher_inputs(task: Task, context: ContextMode = "none", max_context: int = 3) -> list[tuple[TeacherInput, str]]:
     """Teacher inputs for every grid the student reads as input (demo inputs, test inputs), each
     with a place label ("train 0", "test 1") for the store's manifest.
@@ -131,6 +142,7 @@ class Teacher(Protocol):
     {"features": [B, H*W, D] spatial tokens, "logits": [B, 30, 30, V] where it has them}."""
 
     name: str
+    model: torch.nn.Module
     layer: int
     feature_dim: int
     tokens_hw: tuple[int, int]  # the spatial token grid "features" is laid out on

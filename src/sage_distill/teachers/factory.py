@@ -35,7 +35,12 @@ class TeacherConfig(BaseModel):
 
 def build_teacher(cfg: TeacherConfig | dict) -> Teacher:
     """A ready, frozen teacher on cfg.device. Raises TeacherError on bad weights or options."""
-    cfg = cfg if isinstance(cfg, TeacherConfig) else TeacherConfig.model_validate(cfg)
+    teacher = _build(cfg if isinstance(cfg, TeacherConfig) else TeacherConfig.model_validate(cfg))
+    teacher.model.requires_grad_(False)  # frozen even if its parameters end up near an optimiser
+    return teacher
+
+
+def _build(cfg: TeacherConfig) -> Teacher:
     parse_pool(cfg.pool)
     dtype = cfg.torch_dtype()
     if cfg.kind == "groot":

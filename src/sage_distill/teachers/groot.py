@@ -157,7 +157,7 @@ class GrootTeacher:
         side = model.arch.image_size // model.arch.patch_size
         self.tokens_hw = (side, side)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: targets must stay usable in autograd and in-place ops
     def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None,
                codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         b, n_tok = queries.shape[0], self.arch.tokens_per_image

@@ -63,7 +63,7 @@ class HFTeacher:
         if not -(n_layers + 1) <= layer <= n_layers:
             raise TeacherError(f"layer must be in -{n_layers + 1}..{n_layers} for this model, got {layer}")
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: targets must stay usable in autograd and in-place ops
     def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None,
                codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if context and any(context):

@@ -40,7 +40,7 @@ class SageTeacher:
             rows.append((table if table is not None else codes.mean())[v % codes.variants])
         return torch.stack(rows).to(self.device)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: targets must stay usable in autograd and in-place ops
     def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None,
                codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if context and any(context):
