@@ -163,7 +163,7 @@ class GrootTeacher:
         b, n_tok = queries.shape[0], self.arch.tokens_per_image
         context = context or [[] for _ in range(b)]
         canvases = [c for i in range(b) for c in [*context[i], queries[i]]]  # reading order
-        pixels = render_canvases(torch.stack(canvases).to(self.device), self.arch.image_size)
+        pixels = render_canvases(torch.stack([c.to(self.device) for c in canvases]), self.arch.image_size)
         rows = [prompt_ids(len(context[i]) + 1, n_tok, self.text_ids) for i in range(b)]
         width = max(map(len, rows))
         ids = torch.full((b, width), NEWLINE, dtype=torch.long)
