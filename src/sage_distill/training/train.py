@@ -173,7 +173,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{last['loss']:.3f}", fg=f"{last['fg_acc']:.3f}",
                                     exact=f"{last['exact']:.3f}", ex_s=f"{last['examples_per_s']:.0f}")
                     self._log(last, writer)
-            out_of_time = cfg.max_minutes is not None and (time.time() - start_time) / 60 > cfg.max_minutes
+            out_of_time = self._agree(cfg.max_minutes is not None and (time.time() - start_time) / 60 > cfg.max_minutes)
             if self.step % cfg.checkpoint_every == 0 or self.step == o.steps or out_of_time:
                 self.save()
             if out_of_time:
@@ -187,6 +187,14 @@ class Trainer:
         return last
 
     # ------------------------------------------------------------------ helpers
+    def _agree(self, flag: bool) -> bool:
+        """Rank 0's clock decides for every rank, or the ranks would stop at different steps and hang."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.broadcast(t, src=0)
+        return bool(t.item())
+
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.cfg.optim.ema_decay, (1 + self.step) / (10 + self.step))
