@@ -9,8 +9,6 @@ import pytest
 from PIL import Image
 
 from conftest import make_task
-from sage_distill.demo import run_demo
-from sage_distill.evaluation.baselines import all_background
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +117,3 @@ def test_render(cli, exported: Path, tmp_path) -> None:
     assert code == 0 and Image.open(out2).width > Image.open(out).width
     code, _, err = cli("render", "--dataset", "arc1", "--task", "nope", "--out", tmp_path / "c.png")
     assert code == 2 and "task nope" in err
-
-
-def test_demo_with_swapped_predictor(tmp_path) -> None:
-    report = run_demo(tmp_path, predictor=all_background, name="bg")
-    assert report["pass@2"] == report["baselines"]["background"]["pass@2"]
-    assert report["foreground_accuracy"] == 0.0
-    assert len(list(tmp_path.glob("task_*.png"))) == 3
-    assert (tmp_path / "predictions.json").exists() and (tmp_path / "data" / "solutions.json").exists()

@@ -101,11 +101,13 @@ def render(out: Annotated[Path, Opt("--out", help="PNG file to write.")],
 
 
 @app.command("demo")
-def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo")) -> None:
-    """Export ARC-AGI-1 evaluation, predict, score beside the baselines, render three tasks."""
+def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo"),
+         model: Annotated[Path, Opt("--model")] = Path("models/sage-arc-small"),
+         tasks: Annotated[int, Opt("--tasks", min=1)] = 10) -> None:
+    """The released student solves the first ARC-AGI-1 evaluation tasks on CPU, beside the baselines."""
     from .demo import run_demo
 
-    run_demo(out)
+    run_demo(out, model, tasks)
 
 
 # ---------------------------------------------------------------- student: train / predict / eval
