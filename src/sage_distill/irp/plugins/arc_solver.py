@@ -11,7 +11,6 @@ default rule. The answer: each variant's decoded grid mapped back through its au
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from ...arc.augment import Augmentation
 from ...arc.task import Task
 from ...arc.validate import parse_task
 from ...student.modeling_sage import SageModel, SageReadout
+from ...student.predict import decode, vote
 from ...training.data import fingerprint, to_canvas, variant_augmentations
 from ..contract import Answer, HaltDecision, History
 from ..memory import Experience
@@ -83,30 +83,23 @@ class ArcSolver:
 
     @torch.inference_mode()
     def answer(self, s: ArcState) -> Answer:
+        """Decode every augmented variant, map it back, and vote, exactly as `sage-distill predict` does."""
         r, v = s.readout, len(s.augs)
-        cells = r.logits.argmax(-1).cpu().numpy()
-        hs = (r.height_logits.argmax(-1) + 1).cpu().numpy()
-        ws = (r.width_logits.argmax(-1) + 1).cpu().numpy()
         probs = r.logits.softmax(-1)
         entropy = (-(probs * probs.clamp_min(1e-12).log()).sum(-1) / np.log(probs.shape[-1])).cpu().numpy()
+        confidence = torch.sigmoid(r.halt_logit).tolist()
         entries, uncertainty, disagreement = [], [], []
         for t in range(len(s.task.test_inputs)):
-            votes: Counter[bytes] = Counter()
-            grids: dict[bytes, np.ndarray] = {}
-            for j, aug in enumerate(s.augs):
-                b = t * v + j
-                grid = cells[b, : hs[b], : ws[b]].copy()
-                grid[grid >= 10] = 0  # OUTSIDE inside the predicted size: no colour, say background
-                grid = aug.invert(grid.astype(np.uint8))
-                k = bytes(grid.shape) + grid.tobytes()
-                votes[k] += 1
-                grids[k] = grid
-                uncertainty.append(float(entropy[b, : hs[b], : ws[b]].mean()))
-            ranked = [k for k, _ in votes.most_common(2)]
-            first = grids[ranked[0]]
-            second = grids[ranked[1]] if len(ranked) > 1 else first
-            entries.append({"attempt_1": first.tolist(), "attempt_2": second.tolist()})
-            disagreement.append(1.0 - votes[ranked[0]] / v)
+            rows = range(t * v, (t + 1) * v)
+            raw = [decode(r, b) for b in rows]  # in each variant's own (augmented) frame
+            candidates = [aug.invert(g) for aug, g in zip(s.augs, raw, strict=True)]
+            uncertainty += [float(entropy[b, : g.shape[0], : g.shape[1]].mean())
+                            for b, g in zip(rows, raw, strict=True)]
+            ranked = vote(candidates, [confidence[b] for b in rows])
+            second = ranked[1] if len(ranked) > 1 else ranked[0]
+            entries.append({"attempt_1": ranked[0].tolist(), "attempt_2": second.tolist()})
+            top = sum(np.array_equal(c, ranked[0]) for c in candidates)
+            disagreement.append(1.0 - top / v)
         return Answer(entries, float(np.mean(uncertainty)), float(np.mean(disagreement)))
 
     def learn(self, experiences: list[Experience], atp: float) -> dict[str, Any]:
