@@ -63,3 +63,18 @@ def test_yaml_config_and_overrides(tmp_path) -> None:
         assert "stepz" in str(e)
     else:
         raise AssertionError("a typo in the config must be an error")
+
+
+def test_distillation_from_an_online_sage_teacher_logs_every_term(tmp_path) -> None:
+    from sage_distill.student import SageConfig, SageModel
+    from sage_distill.student.checkpoint import save_model
+
+    torch.manual_seed(0)
+    save_model(tmp_path / "teacher", SageModel(SageConfig.preset("tiny").model_copy(update={"hidden": 96})))
+    cfg = tiny_config(tmp_path / "run", steps=4, teacher={"kind": "sage", "weights": str(tmp_path / "teacher")})
+    cfg.losses = [{"name": "task", "weight": 1.0}, {"name": "logit", "weight": 0.5},
+                  {"name": "feature", "weight": 0.5, "mse": 1.0, "cosine": 0.5}]
+    last = Trainer(cfg).fit()
+    assert {"loss/task", "loss/logit", "loss/feature"} <= set(last)
+    # Normalised feature matching stays of order one next to the task loss (the original was ~9,000).
+    assert 0 < last["loss/feature"] < 10 and last["loss/logit"] > 0

@@ -111,7 +111,12 @@ class Trainer:
                                                     d.keep_background)
         self.model_cfg = cfg.model_config_()
         self.student = Student(SageModel(self.model_cfg), len(self.table.fingerprints) * d.variants).to(self.device)
-        self.losses = LossSet(cfg.losses, student_hidden=self.model_cfg.hidden).to(self.device)
+        self.teacher, context = None, {}
+        if cfg.teacher:
+            from .teacher_source import make_teacher_source
+
+            self.teacher, context = make_teacher_source(cfg.teacher, self.table, self.device)
+        self.losses = LossSet(cfg.losses, student_hidden=self.model_cfg.hidden, **context).to(self.device)
         self.optimizer = build_optimizer(self.student, self.losses, cfg)
         self.ema = {k: v.detach().clone().float() for k, v in self.student.state_dict().items()}
         self.step = 0
@@ -149,7 +154,8 @@ class Trainer:
                                  self.device)
             with autocast:
                 readouts = self.net(batch["inputs"], batch["code_index"], self.train_steps)
-                loss, parts = self.losses(LossInputs(readouts, batch))
+                teacher = self.teacher(batch) if self.teacher else None
+                loss, parts = self.losses(LossInputs(readouts, batch, teacher))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(
