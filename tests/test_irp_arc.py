@@ -10,10 +10,11 @@ from sage_distill.arc.task import Pair, Task
 from sage_distill.irp import Budget, refine
 from sage_distill.irp.memory import Memory
 from sage_distill.irp.plugins.arc_solver import ArcSolver, task_to_memory
-from sage_distill.irp.plugins.codes import FittedCodes, fit_codes
+from sage_distill.irp.plugins.codes import FittedCodes
 from sage_distill.irp.plugins.vision import Vision
 from sage_distill.irp.salience import Snarc
 from sage_distill.student import SageConfig, SageModel
+from sage_distill.student.adapt import fit_codes
 
 
 def g(rows: list[list[int]]) -> np.ndarray:

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from ..arc.augment import Augmentation
 from ..arc.task import Task
-from ..distill.losses import LossInputs, TaskLoss
 from ..utils.io import atomic_write_json
+from .adapt import fit_codes
 from .checkpoint import TaskCodes
 from .modeling_sage import SageModel, SageReadout
 
@@ -54,34 +54,6 @@ def _data():
 def task_batch(task: Task, augs: list[Augmentation], grids: list[np.ndarray]) -> torch.Tensor:
     canvas = _data().to_canvas
     return torch.from_numpy(np.stack([canvas(a.apply(g)) for a in augs for g in grids])).long()
-
-
-def fit_codes(model: SageModel, task: Task, augs: list[Augmentation], init: torch.Tensor, steps: int, lr: float,
-              seed: int) -> torch.Tensor:
-    """Fit one code per augmentation to the demonstration pairs, the shared model frozen."""
-    device = init.device
-    torch.manual_seed(seed)
-    inputs = task_batch(task, augs, [p.input for p in task.train]).to(device)
-    outputs = task_batch(task, augs, [p.output for p in task.train]).to(device)
-    sizes = torch.tensor([a.apply(p.output).shape for a in augs for p in task.train], device=device)
-    per_aug = len(task.train)
-    codes = torch.nn.Parameter(init.clone())
-    opt = torch.optim.Adam([codes], lr=lr)
-    loss_fn = TaskLoss()
-    batch = {"inputs": inputs, "outputs": outputs, "out_size": sizes}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        for _ in range(steps):
-            readouts = model(inputs, codes.repeat_interleave(per_aug, 0), detach_between_steps=True)
-            loss = loss_fn(LossInputs(readouts, batch))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(True)
-    return codes.detach()
 
 
 @torch.no_grad()
@@ -147,7 +119,8 @@ def solve_task(model: SageModel, codes: TaskCodes | None, task: Task, cfg: Predi
     else:
         init = codes.mean()[:variants].to(device) if codes else torch.zeros(variants, model.config.code_dim,
                                                                              device=device)
-        task_codes = fit_codes(model, task, augs, init, cfg.tta_steps, cfg.tta_lr, cfg.seed)
+        torch.manual_seed(cfg.seed)
+        task_codes, _ = fit_codes(model, task, init, cfg.tta_steps, cfg.tta_lr)
         source = "fitted"
     attempts, steps = [], []
     for grid in task.test_inputs:

@@ -1,83 +1,23 @@
 """Task codes for the ARC solver: where the per-variant code vectors of a task come from.
 
-A codes provider is any callable `task -> codes [V, code_dim]`. `fit_codes` fits them by gradient
-descent on the task's augmented demonstration pairs with the model frozen (cross-entropy on the
-grid's cells, down-weighted OUTSIDE cells, and the size heads: the training TaskLoss); test outputs
-are never read (the task is stripped of them first). DREAM consolidation uses the same routine with
-more steps and, optionally, unfrozen model weights.
+A codes provider is any callable `task -> codes [V, code_dim]`. Unseen tasks get codes fitted by
+`student.adapt.fit_codes`, the same routine `sage-distill predict` uses; DREAM consolidation calls it
+with more steps and, optionally, unfrozen model weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from ...arc.task import Task
-from ...distill.losses import LossInputs, TaskLoss
+from ...student.adapt import fit_codes
 from ...student.checkpoint import TaskCodes
 from ...student.modeling_sage import SageModel
-from ...training.data import fingerprint, to_canvas, variant_augmentations
+from ...training.data import fingerprint
 
 CodesProvider = Callable[[Task], torch.Tensor]
-
-
-def demo_batch(task: Task, variants: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Every demonstration pair under every variant augmentation, at the canvas's top-left."""
-    ins, outs, sizes, index = [], [], [], []
-    for v, aug in enumerate(variant_augmentations(task, variants)):
-        for p in task.train:
-            i, o = aug.apply(p.input), aug.apply(p.output)
-            ins.append(to_canvas(i))
-            outs.append(to_canvas(o))
-            sizes.append(o.shape)
-            index.append(v)
-    return {"inputs": torch.from_numpy(np.stack(ins)).long().to(device),
-            "outputs": torch.from_numpy(np.stack(outs)).long().to(device),
-            "out_size": torch.tensor(sizes, dtype=torch.long, device=device),
-            "variant": torch.tensor(index, dtype=torch.long, device=device)}
-
-
-def demo_loss(model: SageModel, batch: dict[str, torch.Tensor], codes: torch.Tensor, steps: int) -> torch.Tensor:
-    readouts = model(batch["inputs"], codes[batch["variant"]], steps=steps, detach_between_steps=True)
-    return TaskLoss()(LossInputs(readouts, batch))
-
-
-def fit_codes(model: SageModel, task: Task, init: torch.Tensor, steps: int, lr: float,
-              model_lr: float = 0.0, deadline: Callable[[], bool] | None = None) -> tuple[torch.Tensor, list[float]]:
-    """Fit codes [V, code_dim] (and, with model_lr > 0, the model) to the task's demonstrations.
-    Returns the codes and the loss curve. `deadline()` returning True stops early (ATP spent)."""
-    task = task.without_answers()
-    device = next(model.parameters()).device
-    batch = demo_batch(task, init.shape[0], device)
-    codes = init.detach().clone().to(device).requires_grad_(True)
-    params: list[dict] = [{"params": [codes], "lr": lr}]
-    if model_lr > 0:
-        params.append({"params": list(model.parameters()), "lr": model_lr})
-    opt = torch.optim.Adam(params)
-    was_training = model.training
-    model.train(model_lr > 0)
-    frozen = [p for p in model.parameters() if p.requires_grad] if model_lr <= 0 else []
-    for p in frozen:  # no gradients for weights nobody updates: about half the backward pass
-        p.requires_grad_(False)
-    curve = []
-    fit_depth = max(1, model.config.max_steps // 2)  # shallower than inference: fitting is the costly part
-    try:
-        with torch.enable_grad():
-            for _ in range(steps):
-                if deadline is not None and deadline():
-                    break
-                loss = demo_loss(model, batch, codes, fit_depth)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                curve.append(loss.item())
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-        model.train(was_training)
-    return codes.detach(), curve
 
 
 class FittedCodes:
