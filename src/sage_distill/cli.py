@@ -102,56 +102,77 @@ def render(out: Annotated[Path, Opt("--out", help="PNG file to write.")],
 
 @app.command("demo")
 def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo"),
-         model: Annotated[Path, Opt("--model")] = Path("models/sage-arc-small"),
-         tasks: Annotated[int, Opt("--tasks", min=1)] = 10) -> None:
-    """The released student solves the first ARC-AGI-1 evaluation tasks on CPU, beside the baselines."""
+         model: Annotated[Path, Opt("--model")] = Path("models/sage-arc"),
+         tasks: Annotated[int, Opt("--tasks", min=1)] = 10,
+         views: Annotated[int, Opt("--views", min=1, max=1024)] = 8) -> None:
+    """The released SAGE model solves the first ARC-AGI-1 evaluation tasks on CPU, beside the baselines."""
     from .demo import run_demo
 
-    run_demo(out, model, tasks)
+    run_demo(out, model, tasks, views)
 
 
 # ---------------------------------------------------------------- student: train / predict / eval
 
 
 @app.command("train")
-def train(config: Annotated[Path, Opt("--config", help="Training YAML.")],
+def train(config: Annotated[Path, Opt("--config", help="Training YAML (configs/arc-large.yaml).")],
           resume: Annotated[Path | None, Opt("--resume", help="Run folder to continue.")] = None,
           set_: Annotated[list[str] | None, Opt("--set", help="Override: key.sub=value (YAML value).")] = None,
           ) -> None:
-    """Train (or distil into) a SAGE student; torchrun for several GPUs."""
+    """Train a SAGE ARC model; torchrun for several GPUs."""
     from .training.config import load_config, parse_overrides
     from .training.train import train as run
 
     run(load_config(config, parse_overrides(set_ or [])), resume)
 
 
+def _predict_config(views: int, adapt_minutes: float, minutes: float | None, device: str, batch: int, seed: int):
+    from pydantic import ValidationError
+
+    from .evaluation.predict import PredictConfig
+
+    try:
+        return PredictConfig(views=views, adapt_minutes=adapt_minutes, minutes=minutes, device=device, batch=batch,
+                             seed=seed)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise SageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+
+
 @app.command("predict")
 def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, Opt("--challenges")],
-            out: Annotated[Path, Opt("--out")], device: Annotated[str, Opt("--device")] = "cpu",
+            out: Annotated[Path, Opt("--out", help="Submission JSON to write.")],
+            views: Annotated[int, Opt("--views", help="Augmented views per test input (80+ on a GPU).")] = 8,
+            adapt_minutes: Annotated[float, Opt("--adapt-minutes", help="Train embeddings for tasks the model "
+                                                                        "has none for.")] = 0.0,
+            minutes: Annotated[float | None, Opt("--minutes", help="Hard budget for the whole command.")] = None,
+            device: Annotated[str, Opt("--device", help="cpu | cuda")] = "cpu",
+            batch: Annotated[int, Opt("--batch", help="Sequences per decoding batch (0: automatic).")] = 0,
             seed: Annotated[int, Opt("--seed")] = 0,
-            halting: Annotated[str, Opt("--halting", help="adaptive | fixed")] = "adaptive",
-            tta_steps: Annotated[int, Opt("--tta-steps", help="Code-fitting steps for unseen tasks.")] = 100,
-            limit: Annotated[int | None, Opt("--limit")] = None) -> None:
+            limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None) -> None:
     """Solve every task of a challenges file (no answers needed) into an ARC Prize submission."""
-    from .evaluation.model_eval import predict_challenges
-    from .student.predict import PredictConfig
+    from .evaluation.predict import predict_file, summary_line
 
-    print(predict_challenges(model, challenges, out, device,
-                             PredictConfig(seed=seed, halting=halting, tta_steps=tta_steps), limit))
+    cfg = _predict_config(views, adapt_minutes, minutes, device, batch, seed)
+    print(summary_line(out, predict_file(model, challenges, out, cfg, limit)))
 
 
 @app.command("eval")
 def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt("--dataset")],
              split: Annotated[str, Opt("--split")] = "evaluation",
-             out: Annotated[Path, Opt("--out")] = Path("out/eval"), device: Annotated[str, Opt("--device")] = "cpu",
-             halting: Annotated[str, Opt("--halting", help="adaptive | fixed")] = "adaptive",
-             limit: Annotated[int | None, Opt("--limit", help="Only the first N tasks.")] = None) -> None:
+             out: Annotated[Path, Opt("--out")] = Path("out/eval"),
+             views: Annotated[int, Opt("--views")] = 8,
+             adapt_minutes: Annotated[float, Opt("--adapt-minutes")] = 0.0,
+             minutes: Annotated[float | None, Opt("--minutes")] = None,
+             device: Annotated[str, Opt("--device", help="cpu | cuda")] = "cpu",
+             batch: Annotated[int, Opt("--batch")] = 0,
+             seed: Annotated[int, Opt("--seed")] = 0,
+             limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None) -> None:
     """Export -> predict -> score (beside the baselines) -> renders, in one folder."""
     from .evaluation.model_eval import evaluate_model
-    from .student.predict import PredictConfig
 
-    evaluate_model(model, dataset, split, out, device, PredictConfig(halting=halting), limit)
-
+    evaluate_model(model, dataset, split, out, _predict_config(views, adapt_minutes, minutes, device, batch, seed),
+                   limit)
 
 
 # ---------------------------------------------------------------- teachers: extract / features

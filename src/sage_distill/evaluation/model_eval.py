@@ -14,31 +14,24 @@ import torch
 from ..arc.datasets import load_challenges
 from ..arc.export import export_split
 from ..arc.render import save_task_png
-from ..student.checkpoint import load_model
-from ..student.predict import PredictConfig, predict_file
 from ..utils.io import atomic_write_json
+from .predict import PredictConfig, predict_file, summary_line
 from .scoring import evaluate_files, format_table
 from .submission import load_predictions
 
 
-def predict_challenges(model_dir: str | Path, challenges: str | Path, out: str | Path, device: str = "cpu",
-                       cfg: PredictConfig | None = None, limit: int | None = None) -> dict:
-    model, codes = load_model(model_dir, device)
-    tasks = load_challenges(challenges)[:limit]
-    return predict_file(model, codes, tasks, out, cfg or PredictConfig())
-
-
-def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str | Path, device: str = "cpu",
-                   cfg: PredictConfig | None = None, limit: int | None = None, renders: int = 6) -> dict:
+def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str | Path, cfg: PredictConfig,
+                   limit: int | None = None, renders: int = 6) -> dict:
     out = Path(out_dir)
     challenges, solutions = export_split(dataset, split, out / "data")
     if limit is not None:  # a subset, e.g. for the CPU demo: cut both files to the first `limit` tasks
         for path in (challenges, solutions):
             data = json.loads(path.read_text())
             atomic_write_json(path, {k: data[k] for k in sorted(data)[:limit]})
-    stats = predict_challenges(model_dir, challenges, out / "predictions.json", device, cfg)
+    stats = predict_file(model_dir, challenges, out / "predictions.json", cfg)
+    print(summary_line(out / "predictions.json", stats))
     report = evaluate_files(out / "predictions.json", solutions, challenges)
-    report["inference"] = {**stats, "device": device if device == "cpu" else torch.cuda.get_device_name()}
+    report["inference"] = {**stats, "device_name": "cpu" if cfg.device == "cpu" else torch.cuda.get_device_name()}
     atomic_write_json(out / "scores.json", report, indent=1)
     _render_samples(report, challenges, solutions, out / "predictions.json", out / "renders", renders)
     _copy_curves(Path(model_dir), out)
@@ -70,11 +63,13 @@ def _copy_curves(model_dir: Path, out: Path) -> None:
 
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    for ax, keys in zip(axes, (["loss", "loss/task"], ["fg_acc", "cell_acc"], ["exact"]), strict=True):
-        for k in keys:
-            ax.plot([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r], label=k)
-        ax.set_xlabel("step")
-        ax.legend()
+    panels = (("loss", "output-token cross-entropy (nats)"), ("token_acc", "output-token accuracy (fraction)"),
+              ("exact", "teacher-forced exact sequences (fraction)"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        ax.plot([r["step"] for r in rows if key in r], [r[key] for r in rows if key in r])
+        ax.set_title(label)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(label.split(" (")[1].rstrip(")"))
     fig.tight_layout()
     fig.savefig(out / "training_curves.png", dpi=100)
     plt.close(fig)

@@ -1,6 +1,7 @@
-"""A SAGE model folder: config.json, model.safetensors, and the task-code table
-(task_codes.safetensors + task_codes.json) that holds the codes fitted to known tasks'
-demonstration pairs, keyed by their fingerprint (never by task id)."""
+"""A SAGE model folder: config.json, weights in safetensors shards of at most 15 MiB with
+model.safetensors.index.json, and tasks.json (the task fingerprint of every embedding row; never a
+task id). Weights are stored in bf16, or in int8 with one float scale per output row
+(`<name>` int8 + `<name>.scale`), and are upcast to float32 on load."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 from pathlib import Path
 
 import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import SageError
@@ -15,61 +18,86 @@ from ..utils.io import atomic_save_safetensors, atomic_write_json
 from .configuration_sage import SageConfig
 from .modeling_sage import SageModel
 
-
-class TaskCodes:
-    """Fingerprint -> [variants, code_dim] codes, plus their mean (the start for an unseen task)."""
-
-    def __init__(self, table: torch.Tensor, fingerprints: list[str], variants: int) -> None:
-        self.table, self.variants = table, variants
-        self.rows = {fp: i for i, fp in enumerate(fingerprints)}
-
-    def lookup(self, fp: str) -> torch.Tensor | None:
-        i = self.rows.get(fp)
-        if i is None:
-            return None
-        return self.table[i * self.variants:(i + 1) * self.variants]
-
-    def mean(self) -> torch.Tensor:
-        return self.table.view(-1, self.variants, self.table.shape[-1]).mean(0)
-
-    def save(self, folder: Path, keep: set[str] | None = None) -> None:
-        fps = [fp for fp in self.rows if keep is None or fp in keep]
-        table = torch.cat([self.lookup(fp) for fp in fps]) if fps else self.table[:0]
-        atomic_save_safetensors(folder / "task_codes.safetensors", {"codes": table.float().contiguous()})
-        atomic_write_json(folder / "task_codes.json", {"variants": self.variants, "fingerprints": fps})
+MAX_SHARD_BYTES = 15 * 1024 * 1024
+INDEX = "model.safetensors.index.json"
 
 
-def save_model(folder: str | Path, model: SageModel, codes: TaskCodes | None = None,
-               state_dict: dict[str, torch.Tensor] | None = None, dtype: torch.dtype = torch.float32) -> None:
-    """Write the inference folder. bf16 halves the file (the released small model is ~11 MB);
-    weights are upcast to float32 on load."""
+def quantize_int8(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Symmetric per-row int8 for every matrix; vectors stay in bf16 (they are tiny)."""
+    out = {}
+    for name, w in weights.items():
+        w = w.detach().float().cpu()
+        if w.ndim == 2:
+            scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
+            out[name] = torch.round(w / scale).to(torch.int8)
+            out[name + ".scale"] = scale.to(torch.float32)
+        else:
+            out[name] = w.to(torch.bfloat16)
+    return out
+
+
+def dequantize(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, w in stored.items():
+        if name.endswith(".scale"):
+            continue
+        out[name] = w.float() * stored[name + ".scale"] if w.dtype == torch.int8 else w.float()
+    return out
+
+
+def save_model(folder: str | Path, model: SageModel, fingerprints: list[str],
+               state_dict: dict[str, torch.Tensor] | None = None, precision: str = "bf16") -> None:
+    """Write the inference folder atomically, file by file (index and tasks.json last)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "config.json", model.config.model_dump(), indent=2)
     weights = state_dict if state_dict is not None else model.state_dict()
-    atomic_save_safetensors(folder / "model.safetensors", {k: v.detach().to(dtype) for k, v in weights.items()})
-    if codes is not None:
-        codes.save(folder)
+    weights = {k: v for k, v in weights.items() if not k.startswith("rope_")}
+    if precision == "int8":
+        stored = quantize_int8(weights)
+    elif precision == "bf16":
+        stored = {k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in weights.items()}
+    else:
+        raise SageError(f"precision must be bf16 or int8, got {precision!r}")
+    split = split_torch_state_dict_into_shards(stored, max_shard_size=MAX_SHARD_BYTES)
+    for old in folder.glob("model*.safetensors"):
+        if old.name not in split.filename_to_tensors:
+            old.unlink()
+    for filename, names in split.filename_to_tensors.items():
+        atomic_save_safetensors(folder / filename, {n: stored[n] for n in names})
+    atomic_write_json(folder / "config.json", {**model.config.model_dump(), "precision": precision}, indent=2)
+    atomic_write_json(folder / INDEX, {"metadata": {"precision": precision}, "weight_map": {
+        n: f for f, names in split.filename_to_tensors.items() for n in names}}, indent=1)
+    atomic_write_json(folder / "tasks.json", {"fingerprints": fingerprints})
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SageModel, TaskCodes | None]:
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SageModel, list[str]]:
+    """The model (eval mode, float32) and the fingerprint of each task-embedding row."""
     folder = Path(folder)
-    for name in ("config.json", "model.safetensors"):
+    for name in ("config.json", INDEX, "tasks.json"):
         if not (folder / name).is_file():
             raise SageError(f"{folder}: not a SAGE model folder (missing {name})")
     try:
-        cfg = SageConfig.model_validate_json((folder / "config.json").read_text())
-    except ValueError as e:
-        raise SageError(f"{folder / 'config.json'}: invalid SAGE config: {e}") from None
+        raw = json.loads((folder / "config.json").read_text())
+        raw.pop("precision", None)
+        cfg = SageConfig.model_validate(raw)
+        index = json.loads((folder / INDEX).read_text())["weight_map"]
+        fingerprints = json.loads((folder / "tasks.json").read_text())["fingerprints"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise SageError(f"{folder}: invalid model folder: {e}") from None
+    stored: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(index.values())):
+        path = (folder / shard).resolve()
+        if path.parent != folder.resolve():
+            raise SageError(f"{folder / INDEX}: shard {shard!r} is outside the model folder")
+        try:
+            stored.update(load_file(path))
+        except (SafetensorError, OSError) as e:
+            raise SageError(f"{path}: cannot read weights: {e}") from None
     model = SageModel(cfg)
-    state = {k: v.float() for k, v in load_file(folder / "model.safetensors").items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(dequantize(stored), strict=False)
     if missing or unexpected:
-        raise SageError(f"{folder / 'model.safetensors'}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.to(device).eval()
-    codes = None
-    if (folder / "task_codes.json").is_file():
-        meta = json.loads((folder / "task_codes.json").read_text())
-        table = load_file(folder / "task_codes.safetensors")["codes"].to(device)
-        codes = TaskCodes(table, meta["fingerprints"], meta["variants"])
-    return model, codes
+        raise SageError(f"{folder}: weights do not match config.json: missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]}")
+    if len(fingerprints) != cfg.num_tasks:
+        raise SageError(f"{folder / 'tasks.json'}: {len(fingerprints)} fingerprints for {cfg.num_tasks} task rows")
+    return model.to(device).eval(), fingerprints

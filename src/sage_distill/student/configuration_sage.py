@@ -1,44 +1,40 @@
-"""Configuration of the SAGE student, with its size presets."""
+"""Configuration of the SAGE ARC model, with its size presets.
+
+The model reads one demonstration or test pair as a token sequence
+`<start> input rows <io_sep> output rows <end>`, every row closed by a newline token, so the
+output's size is generated rather than classified. Vocabulary: colours 0-9, then the four
+special tokens below.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..arc.task import MAX_SIZE
-
-PresetName = Literal["tiny", "small", "base"]
+NEWLINE, START, IO_SEP, END = 10, 11, 12, 13
+VOCAB = 14
+PresetName = Literal["tiny", "small", "large"]
 
 
 class SageConfig(BaseModel):
-    """Shape of a SAGE student.
-
-    The model reads a 30x30 canvas of cell tokens (colours 0-9 plus OUTSIDE for cells beyond the
-    grid), prepends `task_tokens` tokens produced from a per-task code of `code_dim` numbers, and
-    refines an answer state for up to `max_steps` steps of `layers_per_step` transformer blocks.
-    """
+    """Shape of a SAGE model. `loops` > 1 applies the same `layers` blocks that many times (weights
+    shared across refinement steps): the looped variant, compared with plain depth in BENCHMARKS."""
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden: int = 384
-    heads: int = 6
-    mlp_ratio: float = 8 / 3  # SwiGLU: same compute as a 4x GELU MLP
-    layers_per_step: int = 2
-    max_steps: int = 8
-    task_tokens: int = 8
-    code_dim: int = 128
-    canvas: int = MAX_SIZE
-    num_colors: int = 10
-    dropout: float = 0.0
+    hidden: int = Field(448, ge=16)
+    heads: int = Field(7, ge=1)
+    layers: int = Field(8, ge=1)
+    loops: int = Field(1, ge=1)
+    mlp_hidden: int = Field(1216, ge=16)  # SwiGLU width: ~8/3 x hidden, a multiple of 64
+    rope_theta: float = Field(100.0, gt=1.0)  # positions are at most 31 per axis
+    rope_split: tuple[int, int, int] = (3, 3, 2)  # share of rotary pairs for (row, column, part)
+    num_tasks: int = Field(0, ge=0)  # rows of the per-task embedding tables (set by training)
 
     @property
-    def vocab(self) -> int:
-        return self.num_colors + 1  # + OUTSIDE
-
-    @property
-    def outside_token(self) -> int:
-        return self.num_colors
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
 
     @staticmethod
     def preset(name: PresetName) -> SageConfig:
@@ -46,7 +42,7 @@ class SageConfig(BaseModel):
 
 
 PRESETS: dict[str, dict] = {
-    "tiny": dict(hidden=64, heads=4, layers_per_step=2, max_steps=4, task_tokens=4, code_dim=32),
-    "small": dict(hidden=384, heads=6, layers_per_step=3, max_steps=8, task_tokens=8, code_dim=128),
-    "base": dict(hidden=768, heads=12, layers_per_step=6, max_steps=8, task_tokens=16, code_dim=256),
+    "tiny": dict(hidden=64, heads=4, layers=2, mlp_hidden=192),
+    "small": dict(hidden=320, heads=5, layers=6, mlp_hidden=832),
+    "large": dict(hidden=448, heads=7, layers=8, mlp_hidden=1216),
 }

@@ -1,16 +1,17 @@
-"""The SAGE student: vision IRP -> looped reasoning core with a halting head -> control IRP.
+"""The SAGE ARC model, read top to bottom.
 
-One file, read top to bottom:
-- `GridEncoder` (vision IRP): cell tokens on the 30x30 canvas + 2-D position + task tokens.
-- `ReasoningCore`: one refinement step = `layers_per_step` pre-norm transformer blocks applied to
-  the current answer state plus the encoded input (input injection). Weights are shared across
-  steps, so more steps cost compute, not parameters.
-- `GridDecoder` (control IRP): per-cell colour logits (plus OUTSIDE), output height and width.
-- The halting head reads the state after every step: its logit estimates "this step's answer is
-  exactly right"; energy = -logit, so low energy means confident the answer is final.
+- Embedding (vision IRP): token + dihedral-view embedding + the task's embedding, and for colour
+  tokens a per-task *colour-role* embedding indexed by the colour before the view's colour
+  permutation. The task's knowledge about "its red" therefore follows red through every
+  permutation, and the shared weights stay colour-equivariant.
+- Core: pre-norm blocks (RMSNorm, attention with QK-norm and 3-D rotary positions over
+  (row, column, part of the pair), SwiGLU). With `loops` > 1 the same blocks run again, weights
+  shared across refinement steps.
+- Head (control IRP): next-token logits; rows end in a newline token and the grid in an end
+  token, so the output's size is generated, not classified.
 
-Task conditioning: each task (and each fixed augmentation of it) has a `code` vector, fitted from
-its demonstration pairs; a shared linear map turns it into `task_tokens` prefix tokens.
+Training feeds packed rows of many sequences, separated by a document mask (flex attention on
+GPU, an explicit mask elsewhere). Inference decodes many augmented views at once with a KV cache.
 """
 
 from __future__ import annotations
@@ -21,146 +22,168 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configuration_sage import SageConfig
+from .configuration_sage import VOCAB, SageConfig
+
+NUM_COLORS = 10
+
+
+def rope_frequencies(cfg: SageConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse frequencies per rotary pair, and which axis (row, column, part) each pair reads."""
+    pairs = cfg.head_dim // 2
+    total = sum(cfg.rope_split)
+    counts = [pairs * s // total for s in cfg.rope_split[:2]]
+    counts.append(pairs - sum(counts))
+    freqs, axes = [], []
+    for axis, n in enumerate(counts):
+        freqs.append(cfg.rope_theta ** (-torch.arange(n, dtype=torch.float32) / max(n, 1)))
+        axes.append(torch.full((n,), axis, dtype=torch.long))
+    return torch.cat(freqs), torch.cat(axes)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, H, L, Dh]; cos, sin: [B, 1, L, Dh/2]."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every (loop, layer) for a batch of sequences decoded in lockstep."""
+
+    k: torch.Tensor  # [loops * layers, B, H, Lmax, Dh]
+    v: torch.Tensor
+    key_valid: torch.Tensor  # [B, Lmax] False for left padding
+    length: int = 0
+
+    @staticmethod
+    def empty(cfg: SageConfig, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+        shape = (cfg.loops * cfg.layers, batch, cfg.heads, max_len, cfg.head_dim)
+        return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
+                       torch.zeros(batch, max_len, dtype=torch.bool, device=device))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: SageConfig) -> None:
+        super().__init__()
+        self.heads, self.head_dim = cfg.heads, cfg.head_dim
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.heads * cfg.head_dim, bias=False)
+        self.proj = nn.Linear(cfg.heads * cfg.head_dim, cfg.hidden, bias=False)
+        self.q_norm, self.k_norm = nn.RMSNorm(cfg.head_dim), nn.RMSNorm(cfg.head_dim)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask, cache: KVCache | None = None,
+                slot: int = 0) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
+        if cache is not None:  # append this chunk, attend to everything so far
+            start = cache.length
+            cache.k[slot, :, :, start:start + n] = k
+            cache.v[slot, :, :, start:start + n] = v
+            k, v = cache.k[slot, :, :, :start + n], cache.v[slot, :, :, :start + n]
+        if isinstance(mask, torch.Tensor):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:  # a flex-attention BlockMask (packed training on GPU)
+            from torch.nn.attention.flex_attention import flex_attention
+
+            out = flex_attention(q, k, v, block_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: SageConfig) -> None:
         super().__init__()
-        d = cfg.hidden
-        self.heads = cfg.heads
-        self.norm1 = nn.RMSNorm(d)
-        self.qkv = nn.Linear(d, 3 * d, bias=False)
-        self.proj = nn.Linear(d, d, bias=False)
-        self.norm2 = nn.RMSNorm(d)
-        hidden = int(d * cfg.mlp_ratio)
-        self.fc = nn.Linear(d, 2 * hidden, bias=False)  # SwiGLU: gate and value in one matmul
-        self.out = nn.Linear(hidden, d, bias=False)
-        self.dropout = cfg.dropout
+        self.norm1, self.norm2 = nn.RMSNorm(cfg.hidden), nn.RMSNorm(cfg.hidden)
+        self.attn = Attention(cfg)
+        self.fc = nn.Linear(cfg.hidden, 2 * cfg.mlp_hidden, bias=False)  # SwiGLU gate and value in one matmul
+        self.out = nn.Linear(cfg.mlp_hidden, cfg.hidden, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.proj(a.transpose(1, 2).reshape(b, n, d))
+    def forward(self, x, cos, sin, mask, cache=None, slot=0) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin, mask, cache, slot)
         gate, value = self.fc(self.norm2(x)).chunk(2, dim=-1)
         return x + self.out(F.silu(gate) * value)
 
 
-class GridEncoder(nn.Module):
-    """Vision IRP: canvas tokens [B, 30, 30] + task codes [B, code_dim] -> embeddings [B, T+900, d]."""
+class TaskEmbeddings(nn.Module):
+    """Per-task rows: one vector per task and one per (task, colour role). Sparse gradients, so the
+    optimiser touches only the rows of the tasks in the batch."""
 
-    def __init__(self, cfg: SageConfig) -> None:
+    def __init__(self, num_tasks: int, hidden: int) -> None:
         super().__init__()
-        d, c = cfg.hidden, cfg.canvas
-        self.cfg = cfg
-        self.cell = nn.Embedding(cfg.vocab, d)
-        self.row = nn.Parameter(torch.randn(c, 1, d) * 0.02)
-        self.col = nn.Parameter(torch.randn(1, c, d) * 0.02)
-        self.task = nn.Linear(cfg.code_dim, cfg.task_tokens * d)
-        self.task_pos = nn.Parameter(torch.randn(cfg.task_tokens, d) * 0.02)
-
-    def forward(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        b = tokens.shape[0]
-        cells = (self.cell(tokens) + self.row + self.col).reshape(b, -1, self.cfg.hidden)
-        task = self.task(codes).view(b, self.cfg.task_tokens, self.cfg.hidden) + self.task_pos
-        return torch.cat([task, cells], dim=1)
-
-
-class ReasoningCore(nn.Module):
-    def __init__(self, cfg: SageConfig) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers_per_step))
-        self.init_state = nn.Parameter(torch.zeros(1, 1, cfg.hidden))
-
-    def initial(self, x: torch.Tensor) -> torch.Tensor:
-        return self.init_state.expand_as(x)
-
-    def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        h = state + x  # inject the input at every step so refinement never forgets it
-        for block in self.blocks:
-            h = block(h)
-        return h
-
-
-@dataclass
-class SageReadout:
-    logits: torch.Tensor  # [B, 30, 30, vocab]: colours 0-9 and OUTSIDE
-    height_logits: torch.Tensor  # [B, 30]: class i means height i + 1
-    width_logits: torch.Tensor  # [B, 30]
-    halt_logit: torch.Tensor  # [B]: > 0 means "this answer is final"
-    state: torch.Tensor  # [B, T+900, d]: the core's features (distillation reads these)
+        self.task = nn.Embedding(max(num_tasks, 1), hidden, sparse=True)
+        self.colour = nn.Embedding(max(num_tasks, 1) * NUM_COLORS, hidden, sparse=True)
+        nn.init.normal_(self.task.weight, std=0.02)
+        nn.init.normal_(self.colour.weight, std=0.02)
 
     @property
-    def energy(self) -> torch.Tensor:
-        return -self.halt_logit
+    def num_tasks(self) -> int:
+        return self.task.num_embeddings
 
-
-class GridDecoder(nn.Module):
-    """Control IRP for ARC: state -> per-cell logits, size logits, halting logit."""
-
-    def __init__(self, cfg: SageConfig) -> None:
-        super().__init__()
-        d = cfg.hidden
-        self.cfg = cfg
-        self.norm = nn.RMSNorm(d)
-        self.cells = nn.Linear(d, cfg.vocab)
-        self.size = nn.Linear(d, 2 * cfg.canvas)
-        self.halt = nn.Linear(d, 1)
-
-    def forward(self, state: torch.Tensor) -> SageReadout:
-        c, t = self.cfg.canvas, self.cfg.task_tokens
-        h = self.norm(state)
-        cells = self.cells(h[:, t:]).view(-1, c, c, self.cfg.vocab)
-        pooled = h[:, :t].mean(dim=1)  # the task tokens summarise the whole answer
-        height, width = self.size(pooled).float().chunk(2, dim=-1)
-        return SageReadout(cells.float(), height, width, self.halt(pooled).squeeze(-1).float(), state)
+    def forward(self, task: torch.Tensor, role: torch.Tensor) -> torch.Tensor:
+        coloured = role >= 0
+        colour = self.colour(task * NUM_COLORS + role.clamp(min=0)) * coloured.unsqueeze(-1)
+        return self.task(task) + colour
 
 
 class SageModel(nn.Module):
     def __init__(self, cfg: SageConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.encoder = GridEncoder(cfg)
-        self.core = ReasoningCore(cfg)
-        self.decoder = GridDecoder(cfg)
-        self.apply(self._init)
+        self.tok = nn.Embedding(VOCAB, cfg.hidden)
+        self.view = nn.Embedding(8, cfg.hidden)  # which dihedral transform the sequence is seen under
+        self.tasks = TaskEmbeddings(cfg.num_tasks, cfg.hidden)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.norm = nn.RMSNorm(cfg.hidden)
+        self.head = nn.Linear(cfg.hidden, VOCAB, bias=False)
+        freqs, axes = rope_frequencies(cfg)
+        self.register_buffer("rope_freqs", freqs, persistent=False)
+        self.register_buffer("rope_axes", axes, persistent=False)
+        for name, p in self.named_parameters():
+            if p.ndim == 2 and not name.startswith("tasks."):
+                nn.init.normal_(p, std=0.02)
+        for block in self.blocks:  # residual branches start small, as in GPT-2
+            nn.init.normal_(block.attn.proj.weight, std=0.02 / (2 * cfg.layers * cfg.loops) ** 0.5)
+            nn.init.normal_(block.out.weight, std=0.02 / (2 * cfg.layers * cfg.loops) ** 0.5)
 
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=0.02)
+    def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = pos[..., self.rope_axes].float() * self.rope_freqs  # [B, L, Dh/2]
+        return angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)
 
-    def encode(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return self.encoder(tokens, codes)
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, task: torch.Tensor, view: torch.Tensor,
+                role: torch.Tensor, mask, cache: KVCache | None = None) -> torch.Tensor:
+        """tokens, task, view, role: [B, L]; pos: [B, L, 3]. `mask` is a boolean [B, 1, L, Lkeys]
+        tensor (True = may attend) or a flex BlockMask. Returns logits [B, L, VOCAB]."""
+        x = self.tok(tokens) + self.view(view) + self.tasks(task, role)
+        cos, sin = self.rope(pos)
+        slot = 0
+        for _ in range(self.config.loops):
+            for block in self.blocks:
+                x = block(x, cos, sin, mask, cache, slot)
+                slot += 1
+        if cache is not None:
+            cache.length += tokens.shape[1]
+        return self.head(self.norm(x)).float()
 
-    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
-        return self.core.initial(x)
+    def shared_parameters(self) -> int:
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("tasks."))
 
-    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, SageReadout]:
-        """One refinement step (one IRP step): new state and its readout."""
-        state = self.core(x, state)
-        return state, self.decoder(state)
+    def replace_tasks(self, tasks: TaskEmbeddings) -> None:
+        self.tasks = tasks
+        self.config = self.config.model_copy(update={"num_tasks": tasks.num_tasks})
 
-    def forward(self, tokens: torch.Tensor, codes: torch.Tensor, steps: int | None = None,
-                detach_between_steps: bool = False) -> list[SageReadout]:
-        """Run `steps` refinement steps and return every step's readout (deep supervision).
 
-        With `detach_between_steps`, gradients stay inside one step (each step learns to improve
-        whatever state it is given), which keeps training memory flat in the number of steps."""
-        x = self.encode(tokens, codes)
-        state = self.initial_state(x)
-        readouts = []
-        for i in range(steps or self.config.max_steps):
-            if detach_between_steps and i > 0:  # the initial state is a parameter: keep its gradient
-                state = state.detach()
-            state, readout = self.step(x, state)
-            readouts.append(readout)
-        return readouts
+def document_mask(doc: torch.Tensor) -> torch.Tensor:
+    """Dense causal mask within documents, [B, 1, L, L], for packed rows off the GPU."""
+    n = doc.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=doc.device).tril()
+    return ((doc[:, :, None] == doc[:, None, :]) & causal).unsqueeze(1)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+
+def flex_document_mask(doc: torch.Tensor):
+    """The same mask as a flex-attention BlockMask: blocks outside any document are skipped."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q, k):
+        return (doc[b, q] == doc[b, k]) & (q >= k)
+
+    return create_block_mask(mask_mod, doc.shape[0], None, doc.shape[1], doc.shape[1], device=doc.device,
+                             _compile=True)

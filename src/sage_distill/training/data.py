@@ -1,15 +1,20 @@
-"""Training data for the student: which tasks, which pairs, which augmentations.
+"""Training data: which tasks, which pairs, which views, packed into rows without padding waste.
 
 Rules that keep evaluation honest:
 - A run declares the evaluation sets it will be scored on. Every training task that shares an id,
   or any grid with a test input or test output of those sets, is dropped and logged
   (ARC-AGI-2's training set holds 376 of ARC-AGI-1's evaluation tasks).
-- From evaluation tasks only the demonstration pairs are used (transductive, as TRM and HRM do);
-  their test outputs never enter a batch: the tasks are stripped with `without_answers()` first.
+- From evaluation tasks only the demonstration pairs are used (the transductive protocol, as the
+  anchors do); their test outputs never enter a batch: the tasks are stripped with
+  `without_answers()` before any pair is taken.
 
-Each task gets `variants` fixed augmentations (variant 0 is the identity); each (task, variant)
-owns one row of the task-code table. The augmentations are derived from the task's demonstration
-pairs alone, so a predictor reading a challenges file derives the very same ones.
+Tasks are keyed by a fingerprint of their demonstration pairs (never their id), so a predictor
+reading an answer-free challenges file finds the same embedding rows.
+
+Every epoch visits each pair once, in a fresh order, under a fresh view (a dihedral transform and
+a permutation of colours 1-9); sequences are packed greedily into rows of `row_len` tokens, the
+tail of a row filled by one padding document that carries no loss. The rows of (step, rank) are a
+pure function of (seed, step, rank): a resumed run sees exactly the data it would have seen.
 """
 
 from __future__ import annotations
@@ -18,32 +23,24 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 
 from ..arc.augment import Augmentation, random_color_perm
 from ..arc.datasets import load_dataset
-from ..arc.task import MAX_SIZE, NUM_COLORS, Task, grid_key
+from ..arc.task import Task, grid_key
+from ..student.sequences import encode_pair, sequence_length
 
 log = logging.getLogger(__name__)
-OUTSIDE = NUM_COLORS  # token for cells beyond the grid
+IGNORE = -100
 
 
 def fingerprint(task: Task) -> str:
     """Identity of a task from its demonstration pairs only (never its id, never test outputs)."""
     demos = [[p.input.tolist(), p.output.tolist()] for p in task.train]
     return hashlib.sha256(json.dumps(demos, separators=(",", ":")).encode()).hexdigest()[:24]
-
-
-def variant_augmentations(task: Task, variants: int, keep_background: bool = True) -> list[Augmentation]:
-    """Variant 0 is the identity; then the dihedral transforms cycle, each with a colour permutation
-    drawn from a generator seeded by the task's fingerprint."""
-    rng = np.random.default_rng(int(fingerprint(task)[:15], 16))
-    augs = [Augmentation()]
-    for v in range(1, variants):
-        augs.append(Augmentation(v % 8, random_color_perm(rng, keep_background)))
-    return augs
 
 
 @dataclass
@@ -70,55 +67,41 @@ def decontaminate(train: list[Task], evaluation: list[Task]) -> tuple[list[Task]
     return kept, Decontamination(dropped)
 
 
-def to_canvas(grid: np.ndarray) -> np.ndarray:
-    canvas = np.full((MAX_SIZE, MAX_SIZE), OUTSIDE, dtype=np.uint8)
-    canvas[: grid.shape[0], : grid.shape[1]] = grid
-    return canvas
-
-
 @dataclass
-class ExampleTable:
-    """All training examples, pre-augmented, each grid at the canvas's top-left corner."""
+class PairTable:
+    """Every training pair with the embedding row of its task."""
 
-    inputs: np.ndarray  # [N, 30, 30] uint8
-    outputs: np.ndarray  # [N, 30, 30] uint8
-    in_size: np.ndarray  # [N, 2] int
-    out_size: np.ndarray  # [N, 2] int
-    code_index: np.ndarray  # [N] row in the task-code table
-    fingerprints: list[str]  # per task, in code-table order
+    inputs: list[np.ndarray]
+    outputs: list[np.ndarray]
+    task_index: np.ndarray  # [N]
+    fingerprints: list[str]  # row -> task fingerprint
     task_ids: list[str]
-    variants: int
 
     def __len__(self) -> int:
         return len(self.inputs)
 
 
-def build_examples(tasks: list[tuple[Task, bool]], variants: int, keep_background: bool = True) -> ExampleTable:
+def build_pairs(tasks: list[tuple[Task, bool]]) -> PairTable:
     """`tasks` pairs each task with whether its test pairs may be trained on (training tasks only)."""
-    ins, outs, code = [], [], []
-    fps, ids = [], []
-    for t_index, (task, use_tests) in enumerate(tasks):
+    ins, outs, rows, fps, ids = [], [], [], [], []
+    for row, (task, use_tests) in enumerate(tasks):
         fps.append(fingerprint(task))
         ids.append(task.id)
         pairs = [(p.input, p.output) for p in task.train]
-        if use_tests and task.test_outputs is not None:
+        if use_tests:
+            if task.test_outputs is None:
+                raise ValueError(f"task {task.id}: test pairs requested but the task has no answers")
             pairs += list(zip(task.test_inputs, task.test_outputs, strict=True))
-        for v, aug in enumerate(variant_augmentations(task, variants, keep_background)):
-            for i, o in pairs:
-                ins.append(aug.apply(i))
-                outs.append(aug.apply(o))
-                code.append(t_index * variants + v)
-    return ExampleTable(
-        inputs=np.stack([to_canvas(g) for g in ins]),
-        outputs=np.stack([to_canvas(g) for g in outs]),
-        in_size=np.array([g.shape for g in ins], dtype=np.int64),
-        out_size=np.array([g.shape for g in outs], dtype=np.int64),
-        code_index=np.array(code, dtype=np.int64), fingerprints=fps, task_ids=ids, variants=variants)
+        for i, o in pairs:
+            ins.append(i)
+            outs.append(o)
+            rows.append(row)
+    return PairTable(ins, outs, np.array(rows, dtype=np.int64), fps, ids)
 
 
-def assemble(training: list[tuple[str, str]], evaluation: list[tuple[str, str]], include_eval_demos: bool,
-             variants: int, keep_background: bool = True) -> tuple[ExampleTable, Decontamination]:
-    """Load, de-duplicate, decontaminate and expand the run's tasks."""
+def assemble(training: list[tuple[str, str]], evaluation: list[tuple[str, str]],
+             include_eval_demos: bool) -> tuple[PairTable, Decontamination]:
+    """Load, de-duplicate, decontaminate and list the run's pairs."""
     eval_tasks = [t for name, split in evaluation for t in load_dataset(name, split)]
     train_tasks, seen = [], set()
     for name, split in training:
@@ -135,32 +118,84 @@ def assemble(training: list[tuple[str, str]], evaluation: list[tuple[str, str]],
             if fingerprint(t) not in known:  # the same task may sit in two evaluation sets
                 known.add(fingerprint(t))
                 chosen.append((t.without_answers(), False))
-    return build_examples(chosen, variants, keep_background), report
+    return build_pairs(chosen), report
 
 
-def sample_batch(table: ExampleTable, step: int, rank: int, batch_size: int, seed: int, translate: bool,
-                 device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch for (step, rank) is a pure function of them: a resumed run sees the same data."""
-    rng = np.random.default_rng([seed, step, rank])
-    idx = rng.integers(len(table), size=batch_size)
-    inputs = torch.from_numpy(table.inputs[idx]).to(device, torch.long)
-    outputs = torch.from_numpy(table.outputs[idx]).to(device, torch.long)
-    in_size, out_size = table.in_size[idx], table.out_size[idx]
-    if translate:  # move input and output together to a random offset where both fit
-        span = MAX_SIZE - np.maximum(in_size, out_size)
-        offset = torch.from_numpy((rng.random((batch_size, 2)) * (span + 1)).astype(np.int64)).to(device)
-        inputs, outputs = shift(inputs, offset), shift(outputs, offset)
-    else:
-        offset = torch.zeros(batch_size, 2, dtype=torch.long, device=device)
-    return {"inputs": inputs, "outputs": outputs, "offset": offset,
-            "out_size": torch.from_numpy(out_size).to(device),
-            "code_index": torch.from_numpy(table.code_index[idx]).to(device)}
+class PackedRows:
+    """Rows of packed sequences; row g of the whole run is a pure function of (seed, g)."""
+
+    def __init__(self, table: PairTable, row_len: int, seed: int) -> None:
+        self.table, self.row_len, self.seed = table, row_len, seed
+        self.h_in = np.array([g.shape[0] for g in table.inputs])
+        self.w_in = np.array([g.shape[1] for g in table.inputs])
+        self.h_out = np.array([g.shape[0] for g in table.outputs])
+        self.w_out = np.array([g.shape[1] for g in table.outputs])
+        self._starts = [0]  # first global row of each planned epoch
+
+    @lru_cache(maxsize=4)  # noqa: B019 (one object per run)
+    def plan(self, epoch: int) -> list[list[tuple[int, int, int]]]:
+        """Rows of (pair, dihedral, view seed) for one epoch, packed greedily in a shuffled order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.table))
+        dihedral = rng.integers(8, size=len(order))
+        transposed = dihedral >= 4  # k >= 4 transposes; odd quarter-turns swap height and width too
+        swap = transposed ^ (dihedral % 2 == 1)
+        h_in = np.where(swap, self.w_in[order], self.h_in[order])
+        w_in = np.where(swap, self.h_in[order], self.w_in[order])
+        h_out = np.where(swap, self.w_out[order], self.h_out[order])
+        w_out = np.where(swap, self.h_out[order], self.w_out[order])
+        lengths = sequence_length(h_in, w_in, h_out, w_out)
+        rows, row, used = [], [], 0
+        for k, (pair, length) in enumerate(zip(order.tolist(), lengths.tolist(), strict=True)):
+            if used + length > self.row_len:
+                rows.append(row)
+                row, used = [], 0
+            row.append((pair, int(dihedral[k]), k))
+            used += length
+        if row:
+            rows.append(row)
+        return rows
+
+    def locate(self, g: int) -> tuple[int, int]:
+        """(epoch, row in epoch) of global row g."""
+        while self._starts[-1] <= g:
+            e = len(self._starts) - 1
+            self._starts.append(self._starts[-1] + len(self.plan(e)))
+        epoch = int(np.searchsorted(self._starts, g, side="right")) - 1
+        return epoch, g - self._starts[epoch]
+
+    def row(self, g: int) -> dict[str, np.ndarray]:
+        epoch, r = self.locate(g)
+        n = self.row_len
+        out = {"tokens": np.zeros(n, np.int64), "pos": np.zeros((n, 3), np.int64), "role": np.full(n, -1, np.int64),
+               "task": np.zeros(n, np.int64), "view": np.zeros(n, np.int64), "labels": np.full(n, IGNORE, np.int64),
+               "doc": np.zeros(n, np.int64), "real": np.zeros(n, bool)}
+        used = 0
+        for doc, (pair, dihedral, k) in enumerate(self.plan(epoch)[r]):
+            colours = random_color_perm(np.random.default_rng([self.seed, epoch, k]))
+            enc = encode_pair(self.table.inputs[pair], self.table.outputs[pair], Augmentation(dihedral, colours))
+            s = slice(used, used + len(enc.tokens))
+            out["tokens"][s], out["pos"][s], out["role"][s] = enc.tokens, enc.pos, enc.role
+            out["task"][s], out["view"][s], out["doc"][s] = self.table.task_index[pair], dihedral, doc
+            labels = np.full(len(enc.tokens), IGNORE, np.int64)
+            labels[enc.output_start:-1] = enc.tokens[enc.output_start + 1:]  # predict output tokens and <end>
+            out["labels"][s] = labels
+            used += len(enc.tokens)
+        out["real"][:used] = True
+        out["doc"][used:] = out["doc"][max(used - 1, 0)] + 1  # the tail is one padding document
+        return out
 
 
-def shift(canvas: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """Translate top-left-placed grids by per-example (row, col) offsets; only OUTSIDE wraps."""
-    ar = torch.arange(MAX_SIZE, device=canvas.device)
-    rows = (ar[None, :] - offset[:, :1]) % MAX_SIZE
-    cols = (ar[None, :] - offset[:, 1:]) % MAX_SIZE
-    b = torch.arange(canvas.shape[0], device=canvas.device)[:, None, None]
-    return canvas[b, rows[:, :, None], cols[:, None, :]]
+class StepBatches(torch.utils.data.Dataset):
+    """Item `step` is this rank's batch at that step: `rows` packed rows stacked."""
+
+    def __init__(self, packed: PackedRows, rows: int, rank: int, world: int) -> None:
+        self.packed, self.rows, self.rank, self.world = packed, rows, rank, world
+
+    def __len__(self) -> int:
+        return 1 << 40
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        first = (step * self.world + self.rank) * self.rows
+        rows = [self.packed.row(first + i) for i in range(self.rows)]
+        return {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}

@@ -1,90 +1,62 @@
-"""The training loop, top to bottom: data -> model + task codes -> AdamW (warmup, cosine) ->
-bf16 autocast -> deep-supervised losses -> clip -> EMA -> logs -> atomic checkpoints.
+"""The training loop, top to bottom: packed rows -> SAGE model -> AdamW (shared weights) + sparse
+Adam (task rows) on a warm-up-stable-decay schedule -> bf16 autocast, compiled, flex attention ->
+loss on output tokens -> clip -> EMA -> logs -> atomic checkpoints.
 
 Launch with `sage-distill train --config FILE.yaml`, or data-parallel with
 `torchrun --nproc_per_node=K -m sage_distill train --config FILE.yaml`. The batch of every
 (step, rank) is a pure function of the seed, so a killed run resumed from its last checkpoint
-continues the same schedule and the same data order.
+continues the same schedule on the same data.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from safetensors.torch import load_file
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from ..distill.losses import LossInputs, LossSet, step_correct
-from ..student.checkpoint import TaskCodes, save_model
-from ..student.modeling_sage import SageModel, SageReadout
+from ..errors import SageError
+from ..student.checkpoint import save_model
+from ..student.modeling_sage import SageModel, document_mask, flex_document_mask
 from ..utils.io import atomic_save_safetensors, atomic_write_json
 from .config import TrainConfig
-from .data import ExampleTable, assemble, sample_batch
+from .data import IGNORE, PackedRows, StepBatches, assemble
 from .state import load_optimizer, save_optimizer
 
 log = logging.getLogger(__name__)
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16 datasheet figure, for MFU
 
 
-class Student(nn.Module):
-    """The shared model plus the task-code table: everything the optimiser updates."""
-
-    def __init__(self, model: SageModel, num_codes: int) -> None:
-        super().__init__()
-        self.model = model
-        self.codes = nn.Embedding(num_codes, model.config.code_dim)
-        nn.init.normal_(self.codes.weight, std=0.02)
-
-    def forward(self, inputs: torch.Tensor, code_index: torch.Tensor, steps: int) -> list[SageReadout]:
-        return self.model(inputs, self.codes(code_index), steps, detach_between_steps=True)
-
-
-def flops_per_example(model: SageModel, steps: int) -> float:
-    """Matmul FLOPs of forward + backward (3x forward) for one example."""
-    c = model.config
-    tokens, d = c.canvas * c.canvas + c.task_tokens, c.hidden
-    hidden = int(d * c.mlp_ratio)
-    per_layer = 2 * tokens * (4 * d * d + 3 * d * hidden) + 4 * tokens * tokens * d
-    return 3.0 * steps * c.layers_per_step * per_layer
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
+def wsd_factor(step: int, cfg: TrainConfig) -> float:
+    """Warm-up, stable, then linear decay to zero over the last `decay_fraction` of the steps."""
     o = cfg.optim
     if step < o.warmup:
         return (step + 1) / o.warmup
-    progress = min(1.0, (step - o.warmup) / max(1, o.steps - o.warmup))
-    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    decay_start = int(o.steps * (1 - o.decay_fraction))
+    if step < decay_start:
+        return 1.0
+    return max(0.0, (o.steps - step) / max(1, o.steps - decay_start))
 
 
-def build_optimizer(student: Student, losses: LossSet, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for p in [*student.model.parameters(), *losses.parameters()]:
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [
-        {"params": decay, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay, "base_lr": cfg.optim.lr},
-        {"params": no_decay, "lr": cfg.optim.lr, "weight_decay": 0.0, "base_lr": cfg.optim.lr},
-        {"params": list(student.codes.parameters()), "lr": cfg.optim.code_lr, "weight_decay": 0.0,
-         "base_lr": cfg.optim.code_lr},
-    ]
-    return torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=torch.cuda.is_available())
-
-
-def batch_metrics(readout: SageReadout, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    targets = batch["outputs"]
-    pred = readout.logits.argmax(-1)
-    inside, fg = targets < 10, (targets > 0) & (targets < 10)
-    return {"cell_acc": ((pred == targets) & inside).sum() / inside.sum(),
-            "fg_acc": ((pred == targets) & fg).sum() / fg.sum().clamp(min=1),
-            "exact": step_correct(readout, batch).float().mean()}
+def batch_flops(model: SageModel, batch: dict[str, torch.Tensor]) -> float:
+    """Forward + backward FLOPs of the non-pad tokens: 6 x matmul params x tokens + causal attention."""
+    c = model.config
+    matmul = sum(p.numel() for n, p in model.named_parameters() if p.ndim == 2 and n.startswith("blocks."))
+    matmul += model.head.weight.numel()
+    doc, real = batch["doc"], batch["real"]
+    tokens = float(real.sum())
+    sq = sum(float((torch.bincount(d[r]).float() ** 2).sum()) for d, r in zip(doc, real, strict=True))
+    attn = 3 * 2 * 2 * c.hidden * c.layers * c.loops * sq / 2  # QK and AV, causal half, x3 for backward
+    return 6 * matmul * c.loops * tokens + attn
 
 
 class Trainer:
@@ -106,82 +78,94 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         d = cfg.data
-        self.table: ExampleTable
-        self.table, self.decontamination = assemble(d.training, d.evaluation, d.include_eval_demos, d.variants,
-                                                    d.keep_background)
-        self.model_cfg = cfg.model_config_()
-        self.student = Student(SageModel(self.model_cfg), len(self.table.fingerprints) * d.variants).to(self.device)
-        self.teacher, context = None, {}
-        if cfg.teacher:
-            from .teacher_source import make_teacher_source
-
-            self.teacher, context = make_teacher_source(cfg.teacher, self.table, self.device)
-        self.losses = LossSet(cfg.losses, student_hidden=self.model_cfg.hidden, **context).to(self.device)
-        self.optimizer = build_optimizer(self.student, self.losses, cfg)
-        self.ema = {k: v.detach().clone().float() for k, v in self.student.state_dict().items()}
+        self.table, self.decontamination = assemble(d.training, d.evaluation, d.include_eval_demos)
+        self.model = SageModel(cfg.model_config_(len(self.table.fingerprints))).to(self.device)
+        shared = [p for n, p in self.model.named_parameters() if not n.startswith("tasks.")]
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW([
+            {"params": [p for p in shared if p.ndim >= 2], "weight_decay": o.weight_decay},
+            {"params": [p for p in shared if p.ndim < 2], "weight_decay": 0.0},
+        ], lr=o.lr, betas=(0.9, 0.95), fused=self.device.type == "cuda")
+        self.task_optimizer = torch.optim.SparseAdam(list(self.model.tasks.parameters()), lr=o.task_lr,
+                                                     betas=(0.9, 0.95))
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(o.ema_decay))
         self.step = 0
         if resume:
             self._load(Path(resume))
-        self.net = DDP(self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
-            if self.distributed else self.student
-        if cfg.compile:
-            self.net = torch.compile(self.net)
-        self.train_steps = cfg.optim.train_steps or self.model_cfg.max_steps
-        self.flops = flops_per_example(self.student.model, self.train_steps)
+        if cfg.compile:  # the blocks only: the sparse task-embedding lookup stays eager
+            for block in self.model.blocks:
+                block.compile()
+        net = self.model
+        if self.distributed:
+            net = DDP(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.net = net
+        self.packed = PackedRows(self.table, o.row_len, cfg.seed)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, float]:
         cfg, o = self.cfg, self.cfg.optim
-        if o.batch_size % self.world:
-            raise ValueError(f"batch_size {o.batch_size} is not divisible by {self.world} ranks")
-        per_rank = o.batch_size // self.world
         writer = self._writer()
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             self._write_run_info()
-            log.info("parameters: %d shared + %d task-code (%d tasks x %d variants)",
-                     self.student.model.num_parameters(), self.student.codes.weight.numel(),
-                     len(self.table.fingerprints), self.table.variants)
-        start_time, last = time.time(), {}
-        bar = tqdm(total=o.steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True)
-        window_t, window_n = time.time(), 0
+            self._trim_metrics()
+        loader = torch.utils.data.DataLoader(
+            StepBatches(self.packed, o.rows, self.rank, self.world), batch_size=None,
+            sampler=range(self.step, o.steps), num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" \
             else torch.autocast("cpu", enabled=False)
-        while self.step < o.steps:
+        snapshot_steps = {max(1, int(f * o.steps)) for f in cfg.snapshots}
+        start_time, last = time.time(), {}
+        window_t, window_flops, window_tokens = time.time(), 0.0, 0.0
+        bar = tqdm(total=o.steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True, desc="train")
+        for batch in loader:
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            factor = wsd_factor(self.step, cfg)
             for g in self.optimizer.param_groups:
-                g["lr"] = g["base_lr"] * lr_factor(self.step, cfg)
-            batch = sample_batch(self.table, self.step, self.rank, per_rank, cfg.seed, cfg.data.translate,
-                                 self.device)
+                g["lr"] = o.lr * factor
+            for g in self.task_optimizer.param_groups:
+                g["lr"] = o.task_lr * factor
+            mask = flex_document_mask(batch["doc"]) if self.device.type == "cuda" else document_mask(batch["doc"])
             with autocast:
-                readouts = self.net(batch["inputs"], batch["code_index"], self.train_steps)
-                teacher = self.teacher(batch) if self.teacher else None
-                loss, parts = self.losses(LossInputs(readouts, batch, teacher))
+                logits = self.net(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"], mask)
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE)
+            if not torch.isfinite(loss):
+                raise SageError(f"{self.out}: loss is {float(loss)} at step {self.step}; the last good checkpoint "
+                                f"in {self.out / 'train_state'} is intact (resume with a lower optim.lr)")
             self.optimizer.zero_grad(set_to_none=True)
+            self.task_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [*self.student.parameters(), *self.losses.parameters()], o.grad_clip)
+            shared = [p for n, p in self.model.named_parameters() if not n.startswith("tasks.")]
+            grad_norm = torch.nn.utils.clip_grad_norm_(shared, o.grad_clip)
             self.optimizer.step()
-            self._update_ema()
+            self.task_optimizer.step()
+            self.ema.update_parameters(self.model)
             self.step += 1
-            window_n += per_rank * self.world
             bar.update(1)
-
+            if self.rank == 0 and self.step % cfg.log_every in (0, 1):
+                window_flops += batch_flops(self.model, batch) * self.world
+                window_tokens += float(batch["real"].sum()) * self.world
             if self.step % cfg.log_every == 0 or self.step == o.steps:
+                last = self._metrics(loss, grad_norm, logits, batch)
                 elapsed = time.time() - window_t
-                last = {"step": self.step, "loss": float(loss.detach()), "grad_norm": float(grad_norm),
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        **{f"loss/{k}": float(v) for k, v in parts.items()},
-                        **{k: float(v) for k, v in batch_metrics(readouts[-1], batch).items()},
-                        "examples_per_s": window_n / elapsed}
-                last["mfu"] = last["examples_per_s"] * self.flops / (PEAK_BF16_FLOPS * self.world)
-                window_t, window_n = time.time(), 0
+                # FLOPs and tokens were sampled on 2 steps of each window: scale to the window.
+                steps_in_window = cfg.log_every if self.step % cfg.log_every == 0 else self.step % cfg.log_every
+                sampled = 2 if steps_in_window > 1 else 1
+                last["tokens_per_s"] = window_tokens / sampled * steps_in_window / elapsed
+                last["mfu"] = window_flops / sampled * steps_in_window / elapsed / (PEAK_BF16_FLOPS * self.world)
+                last["steps_per_s"] = steps_in_window / elapsed
+                last["minutes"] = (time.time() - start_time) / 60
+                window_t, window_flops, window_tokens = time.time(), 0.0, 0.0
                 if self.rank == 0:
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", fg=f"{last['fg_acc']:.3f}",
-                                    exact=f"{last['exact']:.3f}", ex_s=f"{last['examples_per_s']:.0f}")
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", exact=f"{last['exact']:.3f}",
+                                    tok_s=f"{last['tokens_per_s']:.0f}", mfu=f"{last['mfu']:.2f}")
                     self._log(last, writer)
             out_of_time = self._agree(cfg.max_minutes is not None and (time.time() - start_time) / 60 > cfg.max_minutes)
             if self.step % cfg.checkpoint_every == 0 or self.step == o.steps or out_of_time:
                 self.save()
+            if self.step in snapshot_steps and self.rank == 0:
+                self.save_inference(self.out / "snapshots" / f"step-{self.step:06d}")
             if out_of_time:
                 log.info("stopping at step %d: max_minutes reached; resume with --resume %s", self.step, self.out)
                 break
@@ -193,6 +177,19 @@ class Trainer:
         return last
 
     # ------------------------------------------------------------------ helpers
+    @torch.no_grad()
+    def _metrics(self, loss, grad_norm, logits, batch) -> dict[str, float]:
+        labels = batch["labels"]
+        labelled = labels != IGNORE
+        wrong = (logits.argmax(-1) != labels) & labelled
+        doc = batch["doc"] + torch.arange(labels.shape[0], device=labels.device)[:, None] * labels.shape[1]
+        docs_with_labels = torch.unique(doc[labelled])
+        docs_wrong = torch.unique(doc[wrong])
+        return {"step": self.step, "loss": float(loss), "grad_norm": float(grad_norm),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "token_acc": float(1 - wrong.sum() / labelled.sum()),
+                "exact": 1 - len(docs_wrong) / max(1, len(docs_with_labels))}
+
     def _agree(self, flag: bool) -> bool:
         """Rank 0's clock decides for every rank, or the ranks would stop at different steps and hang."""
         if not self.distributed:
@@ -200,13 +197,6 @@ class Trainer:
         t = torch.tensor([float(flag)], device=self.device)
         dist.broadcast(t, src=0)
         return bool(t.item())
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        decay = min(self.cfg.optim.ema_decay, (1 + self.step) / (10 + self.step))
-        for k, v in self.student.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.ema[k].lerp_(v.float(), 1 - decay)
 
     def _writer(self):
         if self.rank != 0:
@@ -222,47 +212,62 @@ class Trainer:
             if k != "step":
                 writer.add_scalar(k, v, row["step"])
 
+    def _trim_metrics(self) -> None:
+        """A resumed run re-logs the steps after its checkpoint: drop them so no step repeats."""
+        path = self.out / "metrics.jsonl"
+        if path.is_file():
+            rows = [line for line in path.read_text().splitlines() if line.strip()]
+            kept = [r for r in rows if json.loads(r)["step"] <= self.step]
+            path.write_text("".join(r + "\n" for r in kept))
+
     def _write_run_info(self) -> None:
         atomic_write_json(self.out / "run.json", {
             "config": self.cfg.model_dump(), "world_size": self.world,
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-            "examples": len(self.table), "tasks": len(self.table.fingerprints),
+            "pairs": len(self.table), "tasks": len(self.table.fingerprints),
             "decontamination": self.decontamination.dropped,
-            "parameters": {"shared": self.student.model.num_parameters(),
-                           "task_codes": self.student.codes.weight.numel()},
+            "parameters": {"shared": self.model.shared_parameters(),
+                           "task_embeddings": sum(p.numel() for p in self.model.tasks.parameters())},
         }, indent=1)
 
+    def save_inference(self, folder: Path) -> None:
+        ema = self.ema.module.state_dict()
+        save_model(folder, self.model, self.table.fingerprints, state_dict=ema)
+
     def save(self) -> None:
-        """Rank 0 writes the inference folder (EMA weights + codes) and the resumable state."""
+        """Rank 0 writes the inference folder (EMA weights) and the resumable state."""
         if self.rank != 0:
             return
-        model_sd = {k[len("model."):]: v for k, v in self.ema.items() if k.startswith("model.")}
-        codes = TaskCodes(self.ema["codes.weight"].cpu(), self.table.fingerprints, self.table.variants)
-        save_model(self.out, self.student.model, codes, state_dict=model_sd, dtype=torch.bfloat16)
+        self.save_inference(self.out)
         state = self.out / "train_state"
         state.mkdir(exist_ok=True)
         atomic_save_safetensors(state / "weights.safetensors",
-                                {k: v.detach().cpu() for k, v in self.student.state_dict().items()})
-        atomic_save_safetensors(state / "ema.safetensors", {k: v.cpu() for k, v in self.ema.items()})
-        atomic_save_safetensors(state / "losses.safetensors",
-                                {k: v.detach().cpu() for k, v in self.losses.state_dict().items()})
-        save_optimizer(state, self.optimizer)
+                                {k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        atomic_save_safetensors(state / "ema.safetensors",
+                                {k: v.detach().cpu() for k, v in self.ema.state_dict().items()})
+        for name, opt in (("shared", self.optimizer), ("tasks", self.task_optimizer)):
+            (state / name).mkdir(exist_ok=True)
+            save_optimizer(state / name, opt)
         # state.json last: its presence with this step marks a complete checkpoint.
-        atomic_write_json(state / "state.json", {"step": self.step, "seed": self.cfg.seed,
-                                                 "torch_rng": torch.get_rng_state().tolist()})
+        atomic_write_json(state / "state.json", {"step": self.step, "seed": self.cfg.seed})
 
     def _load(self, folder: Path) -> None:
         state = folder / "train_state"
+        if not (state / "state.json").is_file():
+            raise SageError(f"{folder}: nothing to resume (no {state / 'state.json'})")
         meta = json.loads((state / "state.json").read_text())
-        self.student.load_state_dict(load_file(state / "weights.safetensors", device=str(self.device)))
-        self.losses.load_state_dict(load_file(state / "losses.safetensors", device=str(self.device)))
-        self.ema = {k: v.float() for k, v in load_file(state / "ema.safetensors", device=str(self.device)).items()}
-        load_optimizer(state, self.optimizer)
-        torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+        dev = str(self.device)
+        self.model.load_state_dict(load_file(state / "weights.safetensors", device=dev))
+        self.ema.load_state_dict(load_file(state / "ema.safetensors", device=dev))
+        load_optimizer(state / "shared", self.optimizer)
+        load_optimizer(state / "tasks", self.task_optimizer)
         self.step = meta["step"]
         log.info("resumed from %s at step %d", folder, self.step)
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if resume is None and (Path(cfg.out_dir) / "train_state").exists():
+        raise SageError(f"{cfg.out_dir}: holds a run already; pass --resume {cfg.out_dir} or choose another out_dir")
     return Trainer(cfg, resume).fit()
+

@@ -1,0 +1,187 @@
+"""`sage-distill predict`: solve every task of a challenges file (which holds no answers).
+
+Per task: find its embedding row by the fingerprint of its demonstrations (never its id); tasks the
+model has no row for get fresh rows, trained on their demonstrations for `--adapt-minutes` (all such
+tasks together). Then every test input is decoded under `--views` augmented views, batched across
+tasks with a KV cache; answers are mapped back, invalid grids dropped, and voted (ties broken by
+summed log-likelihood). Finished tasks are appended to `<out>.partial.jsonl` as they complete, so
+a killed run loses at most the chunk of tasks in flight and a rerun resumes; `--minutes` bounds the
+whole command, adaptation included, and tasks left unfinished get the copy-input answer (counted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from ..arc.datasets import load_challenges
+from ..arc.task import Task
+from ..errors import SageError
+from ..student.checkpoint import load_model
+from ..student.generate import Job, Tally, generate, view_augmentations
+from ..student.modeling_sage import SageModel
+from ..training.adapt import adapt_tasks, extend_tasks
+from ..training.data import fingerprint
+from ..utils.io import atomic_save_safetensors, atomic_write_json
+
+
+class PredictConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    views: int = Field(8, ge=1, le=1024)
+    adapt_minutes: float = Field(0.0, ge=0, le=24 * 60)
+    adapt_steps: int | None = Field(None, ge=1)  # a step cap besides the minutes (tests, smoke runs)
+    minutes: float | None = Field(None, gt=0)
+    device: Literal["cpu", "cuda"] = "cpu"
+    batch: int = Field(0, ge=0)  # sequences per decoding batch; 0 picks 384 on a GPU and 16 on the CPU
+    seed: int = Field(0, ge=0)
+
+
+def check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SageError("--device cuda: no CUDA device is available on this machine; use --device cpu")
+
+
+def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg: PredictConfig, out: Path,
+              deadline: float) -> tuple[dict[str, int], dict]:
+    """Embedding row per task fingerprint; adapts (or reloads the adaptation of) unknown tasks."""
+    rows = {fp: i for i, fp in enumerate(fingerprints)}
+    unknown: dict[str, Task] = {}
+    for t in tasks:
+        fp = fingerprint(t)
+        if fp not in rows:
+            unknown.setdefault(fp, t)
+    info = {"unknown_tasks": len(unknown), "adapted": 0}
+    if not unknown:
+        return rows, info
+    first = extend_tasks(model, len(unknown))
+    for i, fp in enumerate(unknown):
+        rows[fp] = first + i
+    saved = out.with_name(out.name + ".adapted.safetensors")
+    meta = out.with_name(out.name + ".adapted.json")
+    if meta.is_file() and json.loads(meta.read_text()).get("fingerprints") == list(unknown):
+        state = load_file(saved, device=str(next(model.parameters()).device))
+        with torch.no_grad():
+            model.tasks.task.weight[first:] = state["task"]
+            model.tasks.colour.weight[first * 10:] = state["colour"]
+        info["adapted"] = len(unknown)
+        info["adaptation"] = json.loads(meta.read_text()).get("report")
+    elif cfg.adapt_minutes > 0:
+        minutes = min(cfg.adapt_minutes, max(0.0, (deadline - time.time()) / 60))
+        report = adapt_tasks(model, list(unknown.values()), first, minutes, cfg.adapt_steps, seed=cfg.seed)
+        atomic_save_safetensors(saved, {"task": model.tasks.task.weight[first:].detach().cpu(),
+                                        "colour": model.tasks.colour.weight[first * 10:].detach().cpu()})
+        atomic_write_json(meta, {"fingerprints": list(unknown), "report": report})
+        info["adapted"], info["adaptation"] = len(unknown), report
+    return rows, info
+
+
+def _chunks(tasks: list[Task], jobs_per_chunk: int, views: int) -> list[list[Task]]:
+    chunks, current, size = [], [], 0
+    for t in tasks:
+        n = views * len(t.test_inputs)
+        if current and size + n > jobs_per_chunk:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(t)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def solve_chunk(model: SageModel, tasks: list[Task], rows: dict[str, int], views: int, batch: int
+                ) -> dict[str, list[Tally]]:
+    """Decode every (task, test input, view) of the chunk, shortest prompts batched together."""
+    jobs: list[tuple[str, int, Job]] = []
+    for t in tasks:
+        fp = fingerprint(t)
+        for i, grid in enumerate(t.test_inputs):
+            jobs += [(t.id, i, Job(grid, aug, rows[fp])) for aug in view_augmentations(fp, views)]
+    jobs.sort(key=lambda j: j[2].grid.size)
+    tallies = {t.id: [Tally.empty() for _ in t.test_inputs] for t in tasks}
+    inputs = {t.id: t.test_inputs for t in tasks}
+    for s in range(0, len(jobs), batch):
+        part = jobs[s:s + batch]
+        for (tid, i, _), cand in zip(part, generate(model, [j for _, _, j in part]), strict=True):
+            tallies[tid][i].add([cand], inputs[tid][i])
+    return tallies
+
+
+def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path, cfg: PredictConfig,
+                 limit: int | None = None) -> dict:
+    start = time.time()
+    deadline = start + cfg.minutes * 60 if cfg.minutes else float("inf")
+    check_device(cfg.device)
+    out = Path(out)
+    if out.is_dir():
+        raise SageError(f"--out {out}: is a directory; give the submission file's path")
+    tasks = load_challenges(challenges)
+    if limit is not None:
+        tasks = tasks[:limit]
+    model, fingerprints = load_model(model_dir, cfg.device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    rows, info = _rows_for(model, fingerprints, tasks, cfg, out, deadline)
+    if cfg.device == "cuda":
+        model = model.to(torch.bfloat16)
+    batch = cfg.batch or (384 if cfg.device == "cuda" else 16)
+
+    partial = out.with_name(out.name + ".partial.jsonl")
+    done: dict[str, dict] = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: redo that task
+            done[row["task"]] = row
+    todo = [t for t in tasks if t.id not in done]
+    unfinished = 0
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="predict", unit="task", dynamic_ncols=True)
+    with open(partial, "a") as f:
+        for chunk in _chunks(todo, batch * (4 if cfg.device == "cuda" else 1), cfg.views):
+            if time.time() >= deadline:
+                break
+            t0 = time.time()
+            tallies = solve_chunk(model, chunk, rows, cfg.views, batch)
+            seconds = (time.time() - t0) / len(chunk)
+            for t in chunk:
+                ts = tallies[t.id]
+                row = {"task": t.id, "attempts": [tl.attempts(g) for tl, g in zip(ts, t.test_inputs, strict=True)],
+                       "views": cfg.views, "invalid": sum(tl.invalid for tl in ts), "seconds": seconds}
+                f.write(json.dumps(row) + "\n")
+                done[t.id] = row
+            f.flush()
+            bar.update(len(chunk))
+    bar.close()
+    submission = {}
+    for t in tasks:
+        if t.id in done:
+            submission[t.id] = done[t.id]["attempts"]
+        else:  # out of time: the copy-input answer, counted in the summary
+            unfinished += 1
+            submission[t.id] = [{"attempt_1": g.tolist(), "attempt_2": g.tolist()} for g in t.test_inputs]
+    atomic_write_json(out, submission)
+    finished = [done[t.id] for t in tasks if t.id in done]
+    stats = {"tasks": len(tasks), "unfinished": unfinished, "views": cfg.views, "device": cfg.device,
+             "seconds": time.time() - start, **info,
+             "seconds_per_task": sum(r["seconds"] for r in finished) / max(1, len(finished)),
+             "invalid_fraction": sum(r["invalid"] for r in finished) / max(1, sum(
+                 r["views"] * len(r["attempts"]) for r in finished))}
+    atomic_write_json(out.with_name(out.stem + ".stats.json"), stats, indent=1)
+    partial.unlink(missing_ok=True)
+    return stats
+
+
+def summary_line(out: Path, stats: dict) -> str:
+    return (f"wrote {out}: {stats['tasks']} tasks, {stats['views']} views each, {stats['unfinished']} unfinished, "
+            f"{stats['unknown_tasks']} without an embedding ({stats['adapted']} adapted), "
+            f"{stats['seconds']:.0f} s on {stats['device']}")

@@ -1,0 +1,168 @@
+"""Batched, KV-cached greedy decoding of output grids, and the vote over augmented views.
+
+Prompts of different lengths are left-padded so that every sequence of a batch writes its next
+token into the same cache slot; padding keys are masked out. Each generated token gets its 3-D
+position from a per-sequence (row, column) cursor: a newline moves to the next row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..arc.augment import Augmentation
+from .configuration_sage import END, NEWLINE
+from .modeling_sage import KVCache, SageModel
+from .sequences import MAX_OUTPUT_TOKENS, MAX_SIZE, decode_output, encode_pair
+
+
+@dataclass
+class Job:
+    """One test input seen under one view, for one task-embedding row."""
+
+    grid: np.ndarray
+    aug: Augmentation
+    task_row: int
+
+
+@dataclass
+class Candidate:
+    grid: np.ndarray | None  # mapped back through the view's inverse; None if not a valid grid
+    logprob: float  # summed log-probability of the generated tokens
+
+
+def advance(token: torch.Tensor, row: torch.Tensor, col: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Position of an output token emitted at the cursor (row, col), and the cursor after it
+    (the rule of `sequences.encode_pair`: <end> sits at column 0, a newline opens the next row)."""
+    is_end, is_newline = token == END, token == NEWLINE
+    pos = torch.stack([row, torch.where(is_end, torch.zeros_like(col), col), torch.ones_like(row)], -1)
+    return pos, row + is_newline.long(), torch.where(is_newline, torch.ones_like(col), col + 1)
+
+
+@torch.no_grad()
+def generate(model: SageModel, jobs: list[Job], max_new: int = MAX_OUTPUT_TOKENS) -> list[Candidate]:
+    """Greedy-decode every job in one batch."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    enc = [encode_pair(j.grid, None, j.aug) for j in jobs]
+    b, p = len(jobs), max(len(e.tokens) for e in enc)
+    tokens = torch.zeros(b, p, dtype=torch.long)
+    pos = torch.zeros(b, p, 3, dtype=torch.long)
+    role = torch.full((b, p), -1, dtype=torch.long)
+    valid = torch.zeros(b, p, dtype=torch.bool)
+    for i, e in enumerate(enc):  # left padding
+        n = len(e.tokens)
+        tokens[i, p - n:], pos[i, p - n:], role[i, p - n:] = (torch.from_numpy(e.tokens), torch.from_numpy(e.pos),
+                                                              torch.from_numpy(e.role))
+        valid[i, p - n:] = True
+    tokens, pos, role, valid = tokens.to(device), pos.to(device), role.to(device), valid.to(device)
+    task = torch.tensor([j.task_row for j in jobs], device=device)[:, None]
+    view = torch.tensor([j.aug.dihedral for j in jobs], device=device)[:, None]
+    inverse = torch.tensor(np.stack([np.argsort(np.asarray(j.aug.colors)) for j in jobs]), device=device)
+
+    cache = KVCache.empty(model.config, b, p + max_new, device, dtype)
+    cache.key_valid[:, :p] = valid
+    causal = torch.ones(p, p, dtype=torch.bool, device=device).tril()
+    mask = (valid[:, None, None, :] & causal) | torch.eye(p, dtype=torch.bool, device=device)  # pads see themselves
+    logits = model(tokens, pos, task.expand(b, p), view.expand(b, p), role, mask, cache)[:, -1]
+
+    out = torch.full((b, max_new), END, dtype=torch.long, device=device)
+    logprob = torch.zeros(b, device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    row = torch.ones(b, dtype=torch.long, device=device)
+    col = torch.ones(b, dtype=torch.long, device=device)
+    for t in range(max_new):
+        step_logp = torch.log_softmax(logits.float(), dim=-1)
+        nxt = step_logp.argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, END), nxt)
+        logprob += torch.where(done, torch.zeros_like(logprob), step_logp.gather(1, nxt[:, None])[:, 0])
+        out[:, t] = nxt
+        tok_pos, row, col = advance(nxt, row, col)
+        tok_role = torch.where(nxt < 10, inverse.gather(1, nxt.clamp(max=9)[:, None])[:, 0], -1)
+        done = done | (nxt == END) | (row > MAX_SIZE + 1) | (col > MAX_SIZE + 1)
+        if bool(done.all()) or t == max_new - 1:
+            break
+        cache.key_valid[:, cache.length] = True
+        step_mask = cache.key_valid[:, None, None, :cache.length + 1]
+        logits = model(nxt[:, None], tok_pos[:, None], task, view, tok_role[:, None], step_mask, cache)[:, -1]
+
+    generated, scores = out.cpu().numpy(), logprob.cpu().tolist()
+    results = []
+    for j, toks, lp in zip(jobs, generated, scores, strict=True):
+        grid = decode_output(toks)
+        results.append(Candidate(None if grid is None else j.aug.invert(grid), lp))
+    return results
+
+
+def view_augmentations(seed_key: str, count: int) -> list[Augmentation]:
+    """View k: dihedral k mod 8; the first 8 keep the colours, later ones permute colours 1-9
+    (0 stays background), drawn from a generator seeded by the task's fingerprint."""
+    rng = np.random.default_rng(int(seed_key[:15], 16))
+    views, seen = [], set()
+    k = 0
+    while len(views) < count:
+        if k < 8:
+            colours = tuple(range(10))
+        else:
+            colours = (0, *(int(c) for c in rng.permutation(np.arange(1, 10))))
+        aug = Augmentation(k % 8, colours)
+        if aug not in seen:
+            seen.add(aug)
+            views.append(aug)
+        k += 1
+    return views
+
+
+@dataclass
+class Tally:
+    """Votes for one test input, accumulated over batches of views (an IRP step adds one batch)."""
+
+    votes: Counter
+    logprob: dict
+    grids: dict
+    views: int = 0
+    invalid: int = 0
+
+    @staticmethod
+    def empty() -> Tally:
+        return Tally(Counter(), {}, {})
+
+    def add(self, candidates: list[Candidate], test_input: np.ndarray) -> None:
+        copy_key = _key(test_input)
+        for c in candidates:
+            self.views += 1
+            if c.grid is None:
+                self.invalid += 1
+                continue
+            k = _key(c.grid)
+            self.grids[k] = c.grid
+            self.logprob[k] = self.logprob.get(k, 0.0) + c.logprob
+            # A copy of the input is kept as a last resort only: counted apart, never outranking a real answer.
+            self.votes[k] += 1 if k != copy_key else 0
+            if k == copy_key:
+                self.logprob[k] -= 1e9
+
+    def ranked(self) -> list[np.ndarray]:
+        order = sorted(self.grids, key=lambda k: (self.votes[k], self.logprob[k]), reverse=True)
+        return [self.grids[k] for k in order]
+
+    def attempts(self, fallback: np.ndarray) -> dict[str, list]:
+        r = self.ranked() or [fallback]
+        return {"attempt_1": r[0].tolist(), "attempt_2": (r[1] if len(r) > 1 else r[0]).tolist()}
+
+    def leader_share(self) -> float:
+        total = sum(self.votes.values())
+        return max(self.votes.values()) / total if total else 0.0
+
+    def top_two_settled(self, remaining_views: int) -> bool:
+        """True when no remaining view can change which two answers lead."""
+        counts = sorted(self.votes.values(), reverse=True) + [0, 0, 0]
+        return counts[1] - counts[2] > remaining_views
+
+
+def _key(grid: np.ndarray) -> tuple:
+    return (grid.shape, np.ascontiguousarray(grid, dtype=np.uint8).tobytes())

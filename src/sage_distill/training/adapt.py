@@ -1,0 +1,68 @@
+"""Adapting a trained model to tasks it has no embedding for (the unseen protocol, and how a user
+solves an ARC Prize hidden test set): fresh embedding rows, started at the mean of the trained
+rows, are trained on those tasks' demonstration pairs only, all tasks batched together, with the
+shared weights frozen, until the time or step budget runs out."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..arc.task import Task
+from ..student.modeling_sage import SageModel, TaskEmbeddings, document_mask, flex_document_mask
+from .data import IGNORE, PackedRows, StepBatches, build_pairs
+
+log = logging.getLogger(__name__)
+
+
+def extend_tasks(model: SageModel, count: int) -> int:
+    """Append `count` rows to the model's task tables (mean-initialised); returns the first new row."""
+    old = model.tasks
+    first = old.num_tasks if model.config.num_tasks else 0
+    new = TaskEmbeddings(first + count, model.config.hidden).to(old.task.weight.device)
+    with torch.no_grad():
+        if first:
+            new.task.weight[:first] = old.task.weight[:first]
+            new.colour.weight[:first * 10] = old.colour.weight[:first * 10]
+            new.task.weight[first:] = old.task.weight[:first].mean(0)
+            new.colour.weight[first * 10:] = old.colour.weight[:first * 10].view(first, 10, -1).mean(0).repeat(count, 1)
+    model.replace_tasks(new)
+    return first
+
+
+def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: float, max_steps: int | None = None,
+                lr: float = 1e-2, seed: int = 0, row_len: int | None = None, rows: int | None = None) -> dict:
+    """Train rows first_row.. (one per task, in order) on the tasks' demonstrations. Never reads a
+    test output: only `task.train` enters the pairs."""
+    device = next(model.parameters()).device
+    cuda = device.type == "cuda"
+    table = build_pairs([(t.without_answers(), False) for t in tasks])
+    table.task_index = table.task_index + first_row
+    packed = PackedRows(table, row_len or (8192 if cuda else 2048), seed)
+    batches = StepBatches(packed, rows or (8 if cuda else 1), 0, 1)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(model.tasks.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.SparseAdam(params, lr=lr, betas=(0.9, 0.95))
+    model.train()
+    deadline, step, loss = time.time() + minutes * 60, 0, float("nan")
+    while time.time() < deadline and (max_steps is None or step < max_steps):
+        batch = {k: v.to(device) for k, v in batches[step].items()}
+        mask = flex_document_mask(batch["doc"]) if cuda else document_mask(batch["doc"])
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            logits = model(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"], mask)
+        out = F.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE)
+        opt.zero_grad(set_to_none=True)
+        out.backward()
+        opt.step()
+        loss, step = float(out), step + 1
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    log.info("adapted %d tasks: %d steps, last loss %.4f", len(tasks), step, loss)
+    return {"tasks": len(tasks), "steps": step, "last_loss": loss}
