@@ -72,22 +72,32 @@ def generate(model: SageModel, jobs: list[Job], max_new: int = MAX_OUTPUT_TOKENS
 
     out = torch.full((b, max_new), END, dtype=torch.long, device=device)
     logprob = torch.zeros(b, device=device)
+    live = torch.arange(b, device=device)  # batch rows still decoding -> original job index
     done = torch.zeros(b, dtype=torch.bool, device=device)
     row = torch.ones(b, dtype=torch.long, device=device)
     col = torch.ones(b, dtype=torch.long, device=device)
     for t in range(max_new):
         step_logp = torch.log_softmax(logits.float(), dim=-1)
-        nxt = step_logp.argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, END), nxt)
-        logprob += torch.where(done, torch.zeros_like(logprob), step_logp.gather(1, nxt[:, None])[:, 0])
-        out[:, t] = nxt
+        nxt = torch.where(done, END, step_logp.argmax(-1))
+        logprob[live] += torch.where(done, 0.0, step_logp.gather(1, nxt[:, None])[:, 0])
+        out[live, t] = nxt
         tok_pos, row, col = advance(nxt, row, col)
         tok_role = torch.where(nxt < 10, inverse.gather(1, nxt.clamp(max=9)[:, None])[:, 0], -1)
         done = done | (nxt == END) | (row > MAX_SIZE + 1) | (col > MAX_SIZE + 1)
-        if bool(done.all()) or t == max_new - 1:
+        if t == max_new - 1:
             break
+        if t % 16 == 15:  # every few steps: stop when all are done, and drop finished rows when many are
+            n_done = int(done.sum())
+            if n_done == len(done):
+                break
+            if n_done * 2 >= len(done):
+                keep = (~done).nonzero()[:, 0]
+                cache.keep(keep)
+                live, done, row, col, nxt, tok_pos, tok_role = (x[keep] for x in (live, done, row, col, nxt, tok_pos,
+                                                                                   tok_role))
+                task, view, inverse = task[keep], view[keep], inverse[keep]
         cache.key_valid[:, cache.length] = True
-        step_mask = cache.key_valid[:, None, None, :cache.length + 1]
+        step_mask = cache.key_valid[:, None, None, :]
         logits = model(nxt[:, None], tok_pos[:, None], task, view, tok_role[:, None], step_mask, cache)[:, -1]
 
     generated, scores = out.cpu().numpy(), logprob.cpu().tolist()

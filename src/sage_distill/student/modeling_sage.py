@@ -48,11 +48,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 @dataclass
 class KVCache:
-    """Keys and values of every (loop, layer) for a batch of sequences decoded in lockstep."""
+    """Keys and values of every (loop, layer) for a batch of sequences decoded in lockstep. Each
+    step attends over the whole preallocated length with `key_valid` as the mask: static shapes,
+    no copies of the cache."""
 
     k: torch.Tensor  # [loops * layers, B, H, Lmax, Dh]
     v: torch.Tensor
-    key_valid: torch.Tensor  # [B, Lmax] False for left padding
+    key_valid: torch.Tensor  # [B, Lmax]: written and not left padding
     length: int = 0
 
     @staticmethod
@@ -60,6 +62,11 @@ class KVCache:
         shape = (cfg.loops * cfg.layers, batch, cfg.heads, max_len, cfg.head_dim)
         return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
                        torch.zeros(batch, max_len, dtype=torch.bool, device=device))
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop finished sequences: keep only `rows` of the batch."""
+        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        self.key_valid = self.key_valid[rows]
 
 
 class Attention(nn.Module):
@@ -75,11 +82,12 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
-        if cache is not None:  # append this chunk, attend to everything so far
+        if cache is not None:  # store this chunk; a one-token step attends to the whole cache
             start = cache.length
             cache.k[slot, :, :, start:start + n] = k
             cache.v[slot, :, :, start:start + n] = v
-            k, v = cache.k[slot, :, :, :start + n], cache.v[slot, :, :, :start + n]
+            if start > 0:
+                k, v = cache.k[slot], cache.v[slot]
         if isinstance(mask, torch.Tensor):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:  # a flex-attention BlockMask (packed training on GPU)
