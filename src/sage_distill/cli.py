@@ -215,11 +215,13 @@ def irp_run(challenges: Annotated[Path, Opt("--challenges", help="ARC Prize chal
             out: Annotated[Path, Opt("--out", help="Directory: predictions.json, trace.jsonl, summary, memory.")],
             config: Annotated[Path | None, Opt("--config", help="orchestrator.yaml")] = None,
             model: Annotated[Path | None, Opt("--model", help="SAGE model folder (overrides the config).")] = None,
+            limit: Annotated[int | None, Opt("--limit", help="Only the first N tasks.")] = None,
+            progress: Annotated[bool, Opt("--progress/--no-progress", help="Progress bar on stderr.")] = True,
             ) -> None:
     """Run the IRP orchestrator over a stream of ARC tasks."""
     from .irp.runner import run_command
 
-    print(run_command(config, challenges, out, model))
+    print(run_command(config, challenges, out, model, limit, progress))
 
 
 @trace_app.command("show")
