@@ -88,6 +88,8 @@ def load_challenges(challenges: str | Path, solutions: str | Path | None = None)
     if not isinstance(data, dict):
         raise ArcDataError(f"top level must be an object of task_id -> task, got {type(data).__name__}",
                            file=str(challenges))
+    if not data:
+        raise ArcDataError("no tasks: the object is empty", file=str(challenges))
     tasks = [parse_task(data[tid], str(tid), file=str(challenges), allow_test_outputs=False)
              for tid in sorted(data)]
     if solutions is None:

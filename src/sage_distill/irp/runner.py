@@ -17,11 +17,11 @@ from tqdm import tqdm
 
 from ..arc.datasets import load_challenges
 from ..arc.task import Task
-from ..errors import ConfigError, SageError, check_output_dir
+from ..errors import ConfigError, check_output_dir
 from ..evaluation.submission import write_predictions
-from ..student.checkpoint import load_model
 from ..student.modeling_sage import SageModel
 from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.loading import load_sage_model
 from .config import RunConfig
 from .contract import Plugin
 from .memory import Memory
@@ -107,21 +107,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _load_model(folder: Path, device: str) -> tuple[SageModel, Any]:
-    """The model, with a missing, truncated or corrupt folder as one SageError naming it."""
-    from safetensors import SafetensorError
-
-    if not folder.is_dir():
-        raise ConfigError(f"{folder} is not a folder: give a SAGE model folder", file="--model")
-    try:
-        return load_model(folder, device)
-    except SageError:
-        raise
-    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ConfigError(f"cannot load the model (truncated or corrupt file?): {' '.join(str(e).split())[:200]}",
-                          file=folder) from None
-
-
 def check_run(config: Path | None, challenges: Path, out: Path, model_dir: Path | None,
               limit: int | None) -> tuple[RunConfig, Path, list[Task]]:
     """Every input checked before anything is loaded or written: config, model folder, device,
@@ -155,7 +140,7 @@ def check_run(config: Path | None, challenges: Path, out: Path, model_dir: Path 
 def run_command(config: Path | None, challenges: Path, out: Path, model_dir: Path | None,
                 limit: int | None = None, progress: bool = True) -> str:
     cfg, folder, tasks = check_run(config, challenges, out, model_dir, limit)
-    model, table = _load_model(folder, cfg.device)
+    model, table = load_sage_model(folder, cfg.device)
     rt = build_runtime(cfg, model, table, out)
     try:
         predictions = run_stream(rt, tasks, cfg, progress)
