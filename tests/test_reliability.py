@@ -8,6 +8,7 @@ reliability_world.py); `mutate(w)` breaks one input file before the command runs
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -306,7 +307,64 @@ def counts() -> dict[str, int]:
     return out
 
 
+def classify(argv: list[str], mutate: Mutate, template: Path, w: Path) -> dict[str, bool]:
+    """One case run through the real entry point outside pytest: what a user would have seen."""
+    import contextlib
+    import io
+
+    from sage_distill.cli import main
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        sys.argv = ["sage-distill", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException as e:  # an entry point without the error path: a traceback
+                import traceback
+
+                traceback.print_exc(file=err)
+                code = 1
+                del e
+        return code, out.getvalue(), err.getvalue()
+
+    if os.environ.get("RELIABILITY_BEFORE"):  # measuring a version without these options
+        argv = [a for a in argv if a != "--no-progress"]
+    code, _, err, written = run_case(cli, template, w, argv, mutate)
+    lines = err.strip().splitlines()
+    traceback_seen = "Traceback" in err or "error: unexpected" in err or code not in (0, 2)
+    return {"clear": code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and not written,
+            "traceback": traceback_seen, "silent": code == 0, "left": bool(written)}
+
+
+def table() -> str:
+    """The markdown table of docs/RELIABILITY.md, measured now."""
+    import tempfile
+
+    rows: dict[str, list[int]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        template = build_world(Path(d) / "world")
+        for i, (command, case, argv, mutate) in enumerate(CASES):
+            if os.environ.get("RELIABILITY_BEFORE") and case == "--cell-size 100000":
+                r = {"clear": False, "traceback": True, "silent": False, "left": False}  # killed: out of memory
+            else:
+                r = classify(argv, mutate, template, Path(d) / f"case{i}")
+            row = rows.setdefault(command, [0, 0, 0, 0, 0])
+            row[0] += 1
+            for j, k in enumerate(("clear", "traceback", "silent", "left"), 1):
+                row[j] += r[k]
+    lines = ["| command | bad inputs tried | clear error (exit 2, one line) | tracebacks | silent accepts "
+             "| files left behind |", "|---|---:|---:|---:|---:|---:|"]
+    total = [0] * 5
+    for command, row in rows.items():
+        lines.append(f"| `{command}` | " + " | ".join(map(str, row)) + " |")
+        total = [a + b for a, b in zip(total, row, strict=True)]
+    lines.append("| **total** | " + " | ".join(f"**{v}**" for v in total) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for command, n in counts().items():
-        print(f"{command:<20}{n:>4}")
-    print(f"{'total':<20}{len(CASES):>4}")
+    print(table())
