@@ -89,3 +89,12 @@ def test_ledger_refuses_what_it_cannot_cover() -> None:
     led.settle(10.0, 15.0)
     assert led.spent == 105.0 and not led.reserve(0.0)  # over the limit: nothing starts
     assert led.refused == 3
+
+
+def test_shipped_config_validates_and_names_a_model() -> None:
+    from pathlib import Path
+
+    from sage_distill.irp.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "orchestrator.yaml")
+    assert cfg.model == "models/sage-arc-small" and cfg.orchestrator.base_budget > 0
