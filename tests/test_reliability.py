@@ -297,7 +297,12 @@ def test_unexpected_errors_are_one_line_and_exit_1(cli, monkeypatch: pytest.Monk
         "error: unexpected ZeroDivisionError: boom second line (rerun with --debug for the traceback)"]
     code, _, err = cli("--debug", "data", "list")
     assert code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error: unexpected")
-    monkeypatch.delenv("SAGE_DEBUG", raising=False)
+    import os
+
+    assert "SAGE_DEBUG" not in os.environ  # --debug is read per call, never left behind
+    monkeypatch.setenv("SAGE_DEBUG", "1")
+    code, _, err = cli("data", "list")
+    assert code == 1 and "Traceback" in err
 
 
 def counts() -> dict[str, int]:

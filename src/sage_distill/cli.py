@@ -28,8 +28,7 @@ Opt = typer.Option
 def _root(debug: Annotated[bool, Opt("--debug", help="Show the traceback of an unexpected error "
                                                      "(also SAGE_DEBUG=1).")] = False) -> None:
     """Distil large models into SAGE, a small iterative-refinement student."""
-    if debug:
-        os.environ["SAGE_DEBUG"] = "1"
+    # `main` reads --debug itself (it must know before the command runs, and after it fails).
 
 # ---------------------------------------------------------------- data (foundation)
 
@@ -234,8 +233,8 @@ def trace_show(trace: Annotated[Path, typer.Argument(help="trace.jsonl written b
     print(show_command(trace, out))
 
 
-def _debug() -> bool:
-    return os.environ.get("SAGE_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:2]
+def _debug(args: list[str]) -> bool:
+    return os.environ.get("SAGE_DEBUG", "") not in ("", "0") or args[:1] == ["--debug"]
 
 
 def _one_line(text: str) -> str:
@@ -249,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover
         from click import exceptions as click_exc
     abort = (click_exc.Abort, typer.Abort) if hasattr(click_exc, "Abort") else (typer.Abort,)
+    args = list(sys.argv[1:] if argv is None else argv)
 
     try:
         code = app(args=argv, standalone_mode=False)
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         print("error: aborted", file=sys.stderr)
         sys.exit(1)
     except SageError as e:
-        if _debug():
+        if _debug(args):
             traceback.print_exc()
         print(f"error: {e.one_line()}", file=sys.stderr)
         sys.exit(2)
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # a bug, not bad input: say so in one line, traceback on request
-        if _debug():
+        if _debug(args):
             traceback.print_exc()
         msg = _one_line(str(e))
         if len(msg) > 300:
