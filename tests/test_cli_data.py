@@ -49,13 +49,14 @@ def test_validate(cli, write_json) -> None:
     bad["train"][0]["input"][1][2] = 10
     other = write_json("other.json", {"t2": make_task(), "t3": bad, "t4": {"train": []}})
     broken = write_json("broken.json", "{not json")
-    code, out, _ = cli("data", "validate", good, other, broken)
-    lines = out.strip().splitlines()
+    code, _, err = cli("data", "validate", good, other, broken)
+    lines = err.strip().splitlines()
+    assert all(line.startswith("error: ") for line in lines)
     assert code == 2 and len(lines) == 4, out
     assert any("task t3, train pair 0, input, row 1, column 2: cell is 10" in line for line in lines)
     assert any("task t4" in line and "missing 'test'" in line for line in lines)
     assert any(str(broken) in line and "not valid JSON" in line for line in lines)
-    assert any(f"file {other}, task t2: duplicate task id, also in {good}" in line for line in lines)
+    assert any(f"{other}: task t2: duplicate task id, also in {good}" in line for line in lines)
 
 
 def test_export(exported: Path) -> None:

@@ -47,14 +47,16 @@ HOT = {"similarity": -1.0, "surprise": 1.0, "cost": 10.0}  # input salience 1
 HEAVY = {"similarity": 1.0, "surprise": 0.0, "cost": 5000.0}  # drains the reserve
 HOT_HEAVY = {**HOT, "cost": 5000.0}
 
-# (input or None, count): the script that visits every transition.
+# (input or None, count): the script that visits every transition. A heavy input drains the reserve
+# only when it follows a cheap one: the orchestrator starts no step its measured cost says it cannot
+# afford, so only a step dearer than the last one measured can overspend (by that one step).
 SCRIPT = [
     (CALM, 3), (HOT, 3), (CALM, 3),  # WAKE -> FOCUS -> WAKE
     (None, 3), (CALM, 3),  # WAKE -> REST -> WAKE
     (None, 6), (CALM, 1),  # WAKE -> REST -> DREAM -> WAKE
     (None, 9), (CALM, 3),  # ... DREAM -> REST -> DREAM -> WAKE
     (HEAVY, 2), (None, 4),  # WAKE -> CRISIS -> REST (recovered while idle)
-    (HEAVY, 1), (CALM, 6),  # REST -> WAKE, spend -> CRISIS -> WAKE (recovered with input)
+    (CALM, 5), (HEAVY, 1), (CALM, 6),  # REST -> WAKE (cheap runs relearn the cost), spend -> CRISIS -> WAKE
     (HOT, 3), (HOT_HEAVY, 2),  # WAKE -> FOCUS -> CRISIS
     ("DREAM_HEAVY", 1), (None, 3),  # ... -> REST -> DREAM, an expensive dream -> CRISIS
 ]

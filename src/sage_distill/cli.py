@@ -1,10 +1,14 @@
 """The `sage-distill` command line. This module parses arguments and dispatches; it holds no logic.
 
-Every SageError is printed as one line and exits with status 2."""
+The one error path (`main`): a SageError or a usage error prints `error: <file>: <where>: <problem>`
+on one line and exits 2; anything unexpected prints `error: unexpected <Type>: <msg>` on one line and
+exits 1. `--debug` (or SAGE_DEBUG=1) adds the traceback."""
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +22,13 @@ data_app = typer.Typer(no_args_is_help=True, help="ARC datasets: list, stats, va
 app.add_typer(data_app, name="data")
 
 Opt = typer.Option
+
+
+@app.callback()
+def _root(debug: Annotated[bool, Opt("--debug", help="Show the traceback of an unexpected error "
+                                                     "(also SAGE_DEBUG=1).")] = False) -> None:
+    """Distil large models into SAGE, a small iterative-refinement student."""
+    # `main` reads --debug itself (it must know before the command runs, and after it fails).
 
 # ---------------------------------------------------------------- data (foundation)
 
@@ -42,12 +53,12 @@ def data_stats(dataset: Annotated[str, Opt("--dataset", help="Shipped dataset na
 @data_app.command("validate")
 def data_validate(paths: Annotated[list[Path], typer.Argument(help="Task files, task directories or "
                                                                    "challenges files.")]) -> None:
-    """Exit 0 when every file is valid; otherwise print one line per problem and exit 2."""
+    """Exit 0 when every file is valid; otherwise print one `error:` line per problem and exit 2."""
     from .arc import commands
 
     problems = commands.validate(paths)
     for line in problems:
-        print(line)
+        print(f"error: {line}", file=sys.stderr)
     if problems:
         raise typer.Exit(2)
     print(f"ok: {len(paths)} path(s) valid")
@@ -96,8 +107,7 @@ def render(out: Annotated[Path, Opt("--out", help="PNG file to write.")],
     """Draw a task (pairs, test inputs, solutions, attempts with wrong cells crossed) to PNG."""
     from .arc import commands
 
-    found = commands.find_task(dataset, split, file, task, solutions)
-    commands.render(found, predictions, cell_size, out)
+    commands.render_command(dataset, split, file, task, predictions, solutions, cell_size, out)
 
 
 @app.command("demo")
@@ -225,11 +235,13 @@ def irp_run(challenges: Annotated[Path, Opt("--challenges", help="ARC Prize chal
             out: Annotated[Path, Opt("--out", help="Directory: predictions.json, trace.jsonl, summary, memory.")],
             config: Annotated[Path | None, Opt("--config", help="orchestrator.yaml")] = None,
             model: Annotated[Path | None, Opt("--model", help="SAGE model folder (overrides the config).")] = None,
+            limit: Annotated[int | None, Opt("--limit", help="Only the first N tasks.")] = None,
+            progress: Annotated[bool, Opt("--progress/--no-progress", help="Progress bar on stderr.")] = True,
             ) -> None:
     """Run the IRP orchestrator over a stream of ARC tasks."""
     from .irp.runner import run_command
 
-    print(run_command(config, challenges, out, model))
+    print(run_command(config, challenges, out, model, limit, progress))
 
 
 @trace_app.command("show")
@@ -242,12 +254,53 @@ def trace_show(trace: Annotated[Path, typer.Argument(help="trace.jsonl written b
     print(show_command(trace, out))
 
 
-def main() -> None:
+def _debug(args: list[str]) -> bool:
+    return os.environ.get("SAGE_DEBUG", "") not in ("", "0") or args[:1] == ["--debug"]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The entry point: every failure ends here as one `error:` line (exit 2 bad input, 1 a bug)."""
+    try:  # typer >= 0.20 vendors click as typer._click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc
+    abort = (click_exc.Abort, typer.Abort) if hasattr(click_exc, "Abort") else (typer.Abort,)
+    args = list(sys.argv[1:] if argv is None else argv)
+
     try:
-        app()
-    except SageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        code = app(args=argv, standalone_mode=False)
+    except click_exc.NoArgsIsHelpError as e:  # a bare group: its help, as click would show it
+        print(e.ctx.get_help() if e.ctx else "")
         sys.exit(2)
+    except click_exc.ClickException as e:  # usage: unknown option, missing option, value of the wrong type
+        where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "sage-distill"
+        print(f"error: {where}: {_one_line(e.format_message())}", file=sys.stderr)
+        sys.exit(2)
+    except abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    except SageError as e:
+        if _debug(args):
+            traceback.print_exc()
+        print(f"error: {e.one_line()}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # a bug, not bad input: say so in one line, traceback on request
+        if _debug(args):
+            traceback.print_exc()
+        msg = _one_line(str(e))
+        if len(msg) > 300:
+            msg = msg[:297] + "..."
+        print(f"error: unexpected {type(e).__name__}: {msg} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 _ = (Path, Annotated)  # used by commands added below each section

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ArcDataError
+from ..errors import ArcDataError, check_output_dir, check_output_file
 from .datasets import SHIPPED, SPLITS, find_duplicate_ids, load_dataset, load_path, load_solutions, scan_path
 from .task import Task
 
@@ -37,6 +37,7 @@ def validate(paths: list[Path]) -> list[str]:
 def export(dataset: str, split: str, out_dir: Path) -> None:
     from .export import export_split
 
+    check_output_dir(out_dir)
     challenges, solutions = export_split(dataset, split, out_dir)
     print(f"wrote {challenges} and {solutions}")
 
@@ -47,7 +48,8 @@ def baseline(challenges: Path, out: Path, method: str) -> None:
     from .datasets import load_challenges
 
     if method not in BASELINES:
-        raise ArcDataError(f"unknown baseline '{method}'; choose one of {', '.join(BASELINES)}")
+        raise ArcDataError(f"unknown baseline '{method}'; choose one of {', '.join(BASELINES)}", file="--method")
+    check_output_file(out)
     tasks = load_challenges(challenges)
     write_predictions(out, BASELINES[method](tasks))
     print(f"wrote {out}: {method} baseline for {len(tasks)} tasks")
@@ -58,6 +60,15 @@ def score(predictions: Path, solutions: Path, challenges: Path | None, as_json: 
 
     report = evaluate_files(predictions, solutions, challenges)
     print(json.dumps(report, indent=2) if as_json else format_table(report, name=predictions.stem))
+
+
+def render_command(dataset: str | None, split: str, file: Path | None, task_id: str | None,
+                   predictions: Path | None, solutions: Path | None, cell_size: int, out: Path) -> None:
+    """`render`: every option checked before the task is loaded, then one PNG written."""
+    if cell_size < 2 or cell_size > 200:
+        raise ArcDataError(f"must be 2-200 pixels, got {cell_size}", file="--cell-size")
+    check_output_file(out)
+    render(find_task(dataset, split, file, task_id, solutions), predictions, cell_size, out)
 
 
 def find_task(dataset: str | None, split: str, file: Path | None, task_id: str | None,

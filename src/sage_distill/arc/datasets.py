@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArcDataError
+from ..errors import ArcDataError, check_task_id
 from .task import Task
 from .validate import parse_grid, parse_task
 
@@ -88,6 +88,8 @@ def load_challenges(challenges: str | Path, solutions: str | Path | None = None)
     if not isinstance(data, dict):
         raise ArcDataError(f"top level must be an object of task_id -> task, got {type(data).__name__}",
                            file=str(challenges))
+    if not data:
+        raise ArcDataError("no tasks: the object is empty", file=str(challenges))
     tasks = [parse_task(data[tid], str(tid), file=str(challenges), allow_test_outputs=False)
              for tid in sorted(data)]
     if solutions is None:
@@ -113,6 +115,7 @@ def load_solutions(path: str | Path) -> dict[str, list]:
                            file=str(path))
     out = {}
     for tid, grids in data.items():
+        check_task_id(tid, file=path)
         if not isinstance(grids, list) or not grids:
             raise ArcDataError("solutions must be a non-empty list of grids", file=str(path), task=tid)
         out[tid] = [parse_grid(g, file=str(path), task=tid, place=f"test {i}, output")

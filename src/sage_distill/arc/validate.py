@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArcDataError
+from ..errors import ArcDataError, check_task_id
 from .task import MAX_SIZE, NUM_COLORS, Pair, Task
 
 
@@ -46,6 +46,7 @@ def parse_grid(obj: Any, *, file: str | None, task: str | None, place: str) -> n
 def parse_task(obj: Any, task_id: str, *, file: str | None, require_test_outputs: bool = False,
                allow_test_outputs: bool = True) -> Task:
     """Parse one task object. Test outputs are optional unless `require_test_outputs`."""
+    check_task_id(task_id, file=file)
     if not isinstance(obj, dict):
         raise ArcDataError(f"task must be a JSON object, got {type(obj).__name__}", file=file, task=task_id)
     for key in ("train", "test"):

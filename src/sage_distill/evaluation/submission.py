@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..arc.validate import parse_grid
-from ..errors import ArcDataError, PredictionError
+from ..errors import ArcDataError, PredictionError, check_task_id
 from ..utils.io import atomic_write_json
 
 ATTEMPTS = ("attempt_1", "attempt_2")
@@ -21,12 +21,16 @@ Submission = dict[str, list[dict[str, np.ndarray]]]
 
 def parse_predictions(obj: Any, *, file: str | None = None) -> Submission:
     """Validate a submission object (JSON lists or numpy arrays as grids) into numpy grids."""
-    where = f"file {file}: " if file else ""
+    where = f"{file}: " if file else ""
     if not isinstance(obj, dict):
         raise PredictionError(f"{where}top level must be an object of task_id -> [entry, ...], "
                               f"got {type(obj).__name__}")
     out: Submission = {}
     for tid, entries in obj.items():
+        try:
+            check_task_id(tid, file=file)
+        except ArcDataError as e:
+            raise PredictionError(e.problem, file=file) from None
         if not isinstance(entries, list):
             raise PredictionError(f"{where}task {tid}: must be a list of entries, got {type(entries).__name__}")
         out[str(tid)] = [_parse_entry(e, where, str(tid), i) for i, e in enumerate(entries)]

@@ -76,3 +76,39 @@ class Account:
             pool.give_back(left)
         self.returned += left
         return left
+
+
+@dataclass
+class CycleLedger:
+    """The hard limit of one cycle, shared by every plugin call in it (perception, solvers, output,
+    DREAM). A call may start only if what is spent, plus what running calls have reserved, plus the
+    call's estimated cost fits under `limit`. Once the ledger is over its limit nothing starts, so
+    run sequentially a cycle overspends by at most one call's cost minus its estimate: never more
+    than one plugin step's measured cost. (Run concurrently, by at most that per running plugin.)"""
+
+    limit: float
+    spent: float = 0.0
+    reserved: float = 0.0
+    refused: int = 0  # calls not started for want of ATP, for the trace
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def left(self) -> float:
+        return self.limit - self.spent - self.reserved
+
+    def reserve(self, estimate: float) -> bool:
+        """Reserve `estimate` for a call about to start; False (and nothing reserved) if it does not fit."""
+        estimate = max(estimate, 0.0)
+        with self.lock:
+            slack = 1e-6  # a nanosecond: clock arithmetic must not cost a step
+            if self.spent + self.reserved >= self.limit or self.spent + self.reserved + estimate > self.limit + slack:
+                self.refused += 1
+                return False
+            self.reserved += estimate
+            return True
+
+    def settle(self, estimate: float, actual: float) -> None:
+        """The call that reserved `estimate` has finished and cost `actual`."""
+        with self.lock:
+            self.reserved = max(self.reserved - max(estimate, 0.0), 0.0)
+            self.spent += actual

@@ -1,72 +1,88 @@
-"""orchestrator.yaml, validated. Every field has a default; configs/orchestrator.yaml lists them."""
+"""orchestrator.yaml, validated. Every field has a default; configs/orchestrator.yaml lists them.
+
+Every value carries its constraint (positive, in range, one of the choices); `load_config` turns the
+first violation into a ConfigError `<file>: <field.path>: <problem>` before anything runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import SageError
+from ..errors import ConfigError
 from .metabolic import Thresholds
+
+Pos = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Unit = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=False)
 
 
 class HaltSettings(_Strict):
-    eps: float = 1e-3
-    converge_k: int = 2
-    patience: int = 3
+    eps: NonNeg = 1e-3
+    converge_k: int = Field(2, ge=1, le=1000)
+    patience: int = Field(3, ge=1, le=1000)
 
 
 class TrustSettings(_Strict):
-    initial: float = 0.5
-    rate_convergence: float = 0.2
-    rate_truth: float = 0.35
+    initial: Unit = 0.5
+    rate_convergence: Unit = 0.2
+    rate_truth: Unit = 0.35
 
 
 class OrchestratorSettings(_Strict):
-    base_budget: float = 2000.0  # ATP (= ms of plugin compute) per cycle in WAKE
-    reserve_capacity: float = 8000.0
-    floor: float = 0.1  # least share of a cycle's budget any active plugin gets
-    perception_budget: float = 500.0  # ATP for each perception plugin (vision, memory retrieval)
+    base_budget: Pos = 2000.0  # ATP (= ms of plugin compute) per cycle in WAKE
+    reserve_capacity: Pos = 8000.0
+    floor: Unit = 0.1  # least share of a cycle's budget any active plugin gets
+    perception_budget: NonNeg = 500.0  # ATP for each perception plugin (vision, memory retrieval)
     concurrent: bool = False  # run active plugins' steps in threads (lockstep rounds)
-    max_workers: int = 4
-    dream_experiences: int = 16  # how many of the most salient memories DREAM replays
+    max_workers: int = Field(4, ge=1, le=256)
+    dream_experiences: int = Field(16, ge=0, le=100_000)  # most salient memories DREAM replays
     halt: HaltSettings = Field(default_factory=HaltSettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
     thresholds: Thresholds = Field(default_factory=Thresholds)
-    salience_weights: dict[str, float] = Field(default_factory=lambda: {
+    salience_weights: dict[str, NonNeg] = Field(default_factory=lambda: {
         "surprise": 1.0, "novelty": 1.0, "arousal": 1.0, "reward": 1.0, "conflict": 1.0})
+
+    @field_validator("salience_weights")
+    @classmethod
+    def _snarc_keys(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - {"surprise", "novelty", "arousal", "reward", "conflict"})
+        if unknown:
+            raise ValueError(f"unknown SNARC dimension(s) {unknown}; use surprise, novelty, arousal, reward, conflict")
+        return v
 
 
 class ArcSolverSettings(_Strict):
     enabled: bool = True
-    variants: int = 4  # augmented views of each task, voted
-    max_steps: int | None = None  # None: the model's max_steps
-    energy_threshold: float = 0.0  # halt once mean energy < this (halting head: P(final) > 0.5)
-    fit_steps: int = 30  # gradient steps to fit the codes of an unseen task from its demonstrations
-    fit_lr: float = 0.05
-    dream_steps: int = 60  # gradient steps per DREAM replay (budget permitting)
-    dream_model_lr: float = 0.0  # > 0 also fine-tunes the model's weights in DREAM
+    variants: int = Field(4, ge=1, le=64)  # augmented views of each task, voted
+    max_steps: int | None = Field(None, ge=1, le=10_000)  # None: the model's max_steps
+    energy_threshold: float = Field(0.0, allow_inf_nan=False)  # halt once mean energy < this
+    fit_steps: int = Field(30, ge=0, le=100_000)  # gradient steps to fit an unseen task's codes
+    fit_lr: Pos = 0.05
+    dream_steps: int = Field(60, ge=0, le=100_000)  # gradient steps per DREAM replay (budget permitting)
+    dream_model_lr: NonNeg = 0.0  # > 0 also fine-tunes the model's weights in DREAM
 
 
 class VisionSettings(_Strict):
     enabled: bool = True
-    eps: float = 0.02  # relative change of the running embedding counted as converged
+    eps: NonNeg = 0.02  # relative change of the running embedding counted as converged
 
 
 class MemoryRetrievalSettings(_Strict):
     enabled: bool = True
-    k: int = 5
-    chunk: int = 256  # stored embeddings scanned per step
+    k: int = Field(5, ge=1, le=1000)
+    chunk: int = Field(256, ge=1, le=10_000_000)  # stored embeddings scanned per step
 
 
 class SpeechSettings(_Strict):
     enabled: bool = False
-    voice: str = "en"
+    voice: str = Field("en", pattern=r"^[A-Za-z0-9_+-]{1,32}$")
 
 
 class PluginSettings(_Strict):
@@ -77,33 +93,51 @@ class PluginSettings(_Strict):
 
 
 class StreamSettings(_Strict):
-    idle_every: int = 0  # after this many tasks, insert idle cycles (0: never)
-    idle_cycles: int = 0
+    idle_every: int = Field(0, ge=0, le=1_000_000)  # after this many tasks, insert idle cycles (0: never)
+    idle_cycles: int = Field(0, ge=0, le=10_000)
 
 
 class RunConfig(_Strict):
     model: str | None = None  # SAGE model folder; --model overrides
-    device: str = "cpu"
-    seed: int = 0
-    memory: str = "memory.sqlite"  # relative paths are inside --out
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|mps)(:\d{1,3})?$")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    memory: str = Field("memory.sqlite", min_length=1)  # relative paths are inside --out
     orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
 
 
 def load_config(path: str | Path | None) -> RunConfig:
+    """The validated config (defaults without a path); any problem is one ConfigError naming the field."""
     if path is None:
         return RunConfig()
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("is a directory; give an orchestrator YAML file", file=path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SageError(f"{path}: config file not found") from None
+        raise ConfigError("config file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", file=path) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SageError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"not valid YAML: {' '.join(str(e).split())}", file=path) from None
+    except RecursionError:
+        raise ConfigError("not valid YAML: nested too deeply", file=path) from None
+    if data is None:
+        raise ConfigError("the config is empty; leave out --config to run on the defaults", file=path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level must be a mapping of settings, got a YAML {type(data).__name__}", file=path)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise SageError(f"{path}: {where}: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ConfigError(f"{first['msg']} (got {_shown(first.get('input'))})", file=path, where=where) from None
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -8,6 +8,7 @@ of `refine.default_halt`. The original runtime had three incompatible contracts;
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -48,6 +49,10 @@ class Plugin(Protocol):
     - `answer(state) -> Answer | None`: for plugins whose output can become the cycle's answer.
     - `learn(experiences) -> dict`: for plugins that DREAM consolidation may fine-tune.
     - `relevance(x, ctx) -> float`: salience of this input for this plugin (default 1).
+    - `estimate_step_ms(state) -> float` and `estimate_init_ms(x, ctx) -> float`: the plugin's own
+      estimate of its next call's cost; the orchestrator refuses a call its ATP cannot cover, using
+      the larger of this estimate and the cost it measured.
+    - `estimate_learn_ms(atp) -> float`: the same for a DREAM `learn` call.
     """
 
     name: str
@@ -92,7 +97,8 @@ class RefineTrace:
 
     def to_json(self) -> dict[str, Any]:
         return {"plugin": self.plugin, "steps": len(self.steps), "halt_reason": self.halt_reason,
-                "best_step": self.best_step, "energies": [round(e, 6) for e in self.energies],
+                "best_step": self.best_step,
+                "energies": [round(e, 6) if math.isfinite(e) else None for e in self.energies],
                 "ms": [round(s.ms, 3) for s in self.steps], "atp": round(self.atp_spent, 3)}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class State(StrEnum):
@@ -41,15 +41,15 @@ PROFILES: dict[State, Profile] = {
 
 class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    focus_enter: float = 0.7  # input salience
-    focus_exit: float = 0.4
-    rest_idle: int = 2  # idle cycles (no input) before WAKE -> REST
-    dream_idle: int = 4  # idle cycles before REST -> DREAM
-    dream_reserve: float = 0.5  # reserve fraction needed to dream
-    dream_cycles: int = 3  # cycles of DREAM before DREAM -> REST
-    crisis_enter: float = 0.15  # reserve fraction
-    crisis_exit: float = 0.4
-    min_dwell: int = 2
+    focus_enter: float = Field(0.7, ge=0, le=1)  # input salience
+    focus_exit: float = Field(0.4, ge=0, le=1)
+    rest_idle: int = Field(2, ge=1)  # idle cycles (no input) before WAKE -> REST
+    dream_idle: int = Field(4, ge=1)  # idle cycles before REST -> DREAM
+    dream_reserve: float = Field(0.5, ge=0, le=1)  # reserve fraction needed to dream
+    dream_cycles: int = Field(3, ge=1)  # cycles of DREAM before DREAM -> REST
+    crisis_enter: float = Field(0.15, ge=0, le=1)  # reserve fraction
+    crisis_exit: float = Field(0.4, ge=0, le=1)
+    min_dwell: int = Field(2, ge=0)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .atp import CycleLedger
 from .config import OrchestratorSettings
 from .contract import Answer, Plugin, RefineTrace, optional
 from .memory import Memory
@@ -65,7 +66,12 @@ class Orchestrator:
         self.metabolism = Metabolism(self.s.thresholds, self.s.reserve_capacity)
         self.rule = HaltRule(self.s.halt.eps, self.s.halt.converge_k, self.s.halt.patience)
         self.n = 0
-        self.totals: dict[str, dict[str, float]] = {p.name: {"atp": 0.0, "steps": 0, "runs": 0} for p in plugins}
+        self.totals: dict[str, dict[str, float]] = {
+            p.name: {"atp": 0.0, "steps": 0, "runs": 0, "refused": 0, "calls_over_tenth": 0} for p in plugins}
+        # Measured cost (ms) of each plugin's init_state and of its dearest step in its last run, and
+        # of its last DREAM learn call: the estimates that decide whether the next call may start.
+        self.costs: dict[str, dict[str, float]] = {p.name: {"init": 0.0, "step": 0.0, "learn": 0.0} for p in plugins}
+        self.ledger = CycleLedger(0.0)
         self.answers: dict[str, dict[str, Any]] = {}  # key -> plugin -> answer value (for later feedback)
         self.executor = ThreadPoolExecutor(self.s.max_workers) if self.s.concurrent else None
 
@@ -88,10 +94,14 @@ class Orchestrator:
         ctx: dict[str, Any] = {"memory": self.memory}
         rec: dict[str, Any] = {"cycle": self.n, "key": key, "time": time.time()}
         ledgers: dict[str, dict[str, Any]] = {}
+        # One hard limit for everything the cycle runs. Perception comes first, out of the budget the
+        # metabolic state allows now (the state update below only needs perception's outputs).
+        self.ledger = CycleLedger(self.metabolism.cycle_budget(self.s.base_budget))
         if x is not None:
             for p in self._by_role("perception"):
-                states = self._run(res, [p], x, ctx, self.s.perception_budget, ledgers)
-                if optional(p, "context"):  # e.g. the embedding, the nearest memories
+                states = self._run(res, [p], x, ctx, min(self.s.perception_budget, max(self.ledger.left, 0.0)),
+                                   ledgers)
+                if optional(p, "context") and p.name in states:  # e.g. the embedding, the nearest memories
                     ctx.update(p.context(states[p.name]))
         novel = self._novelty(ctx)
         prior = ctx.get("neighbour_surprise", 0.5)
@@ -100,6 +110,7 @@ class Orchestrator:
         before, after, why = self.metabolism.update(x is not None, sal, has_memories)
         res.state = after
         budget = self.metabolism.cycle_budget(self.s.base_budget)
+        self.ledger.limit = budget  # perception already spent from it (see `_perception_budget`)
         rec.update(state_before=before.value, state=after.value, transition=why, input_salience=round(sal, 4),
                    novelty=round(novel, 4), budget=round(budget, 3), reserve=round(self.metabolism.reserve, 3))
         trust_before = {n: round(self.trust.get(n), 4) for n in self.plugins}
@@ -107,11 +118,13 @@ class Orchestrator:
             rec["dream"] = self._dream(res, budget)
         elif x is not None:
             self._solve(res, x, ctx, key, budget, ledgers, rec)
-        res.spent = sum(e["spent"] for e in ledgers.values()) + rec.get("dream", {}).get("atp", 0.0)
+        res.spent = self.ledger.spent
         self.metabolism.settle(res.spent)
         rec.update(plugins=ledger_json(ledgers), trust_before=trust_before,
                    trust_after={n: round(self.trust.get(n), 4) for n in self.plugins},
-                   spent=round(res.spent, 3), reserve_after=round(self.metabolism.reserve, 3))
+                   spent=round(res.spent, 3), limit=round(self.ledger.limit, 3),
+                   overspend=round(max(res.spent - self.ledger.limit, 0.0), 3), refused=self.ledger.refused,
+                   reserve_after=round(self.metabolism.reserve, 3))
         res.wall_ms = (self.clock() - t0) * 1000.0
         rec.update(plugin_ms=round(res.plugin_ms, 3), wall_ms=round(res.wall_ms, 3))
         res.record = rec
@@ -123,14 +136,29 @@ class Orchestrator:
              ledgers: dict[str, dict[str, Any]], weights: dict[str, float] | None = None) -> dict[str, Any]:
         weights = weights or {p.name: 1.0 for p in plugins}
         steps = {p.name: self.max_steps.get(p.name, 16) for p in plugins}
-        states, ledger = run_plugins(plugins, x, ctx, budget, weights, self.s.floor, steps, self.rule, self.clock,
-                                     self.executor)
+        estimates = {p.name: (self.costs[p.name]["init"], self.costs[p.name]["step"]) for p in plugins}
+        states, ledger = run_plugins(plugins, x, ctx, max(budget, 0.0), weights, self.s.floor, steps, self.rule,
+                                     self.clock, self.executor, ledger=self.ledger, estimates=estimates, min_steps=0)
         for name, e in ledger.items():
             tr: RefineTrace = e["trace"]
-            res.traces[name] = tr
-            res.plugin_ms += sum(s.ms for s in tr.steps) + _init_ms(e)
-            self.trust.observe_run(tr)
             tot = self.totals[name]
+            cost = self.costs[name]
+            if not e["started"] or not tr.steps:
+                # Refused for want of ATP: halve the estimate that refused it, so a cost measured on a
+                # dear input does not lock the plugin out for good (a retry overspends at most a step).
+                tot["refused"] += 1
+                cost["init" if not e["started"] else "step"] *= 0.5
+            if not e["started"]:
+                ledgers[name] = e
+                continue
+            res.traces[name] = tr
+            res.plugin_ms += sum(s.ms for s in tr.steps) + e["init_ms"]
+            self.trust.observe_run(tr)
+            cost["init"] = e["init_ms"]
+            if tr.steps:
+                cost["step"] = max(s.ms for s in tr.steps)
+            tenth = 0.1 * max(e["allocated"] + e["drawn"], 1e-9)
+            tot["calls_over_tenth"] += sum(c > tenth for c in [e["init_ms"], *(s.ms for s in tr.steps)])
             tot["atp"] += e["spent"]
             tot["steps"] += len(tr.steps)
             tot["runs"] += 1
@@ -153,9 +181,10 @@ class Orchestrator:
         rec["active"] = [p.name for p in active]
         if not active:
             return
-        states = self._run(res, active, x, ctx, budget, ledgers, {p.name: weights[p.name] for p in active})
+        states = self._run(res, active, x, ctx, min(budget, self.ledger.left), ledgers,
+                           {p.name: weights[p.name] for p in active})
         t0 = self.clock()
-        answers = {p.name: p.answer(states[p.name]) for p in active if optional(p, "answer")}
+        answers = {p.name: p.answer(states[p.name]) for p in active if optional(p, "answer") and p.name in states}
         res.plugin_ms += (self.clock() - t0) * 1000.0
         answers = {n: a for n, a in answers.items() if a is not None}
         if not answers:
@@ -171,7 +200,8 @@ class Orchestrator:
                             res.traces[chosen].energies, snarc, self._salience(snarc))
         for p in self._by_role("output"):  # e.g. speech: say what was answered
             status = f"{key or 'input'}: answered by {chosen} in {len(res.traces[chosen].steps)} steps"
-            self._run(res, [p], status, {"cycle": self.n}, self.s.perception_budget, ledgers)
+            self._run(res, [p], status, {"cycle": self.n}, min(self.s.perception_budget, max(self.ledger.left, 0.0)),
+                      ledgers)
 
     def _choose(self, answers: dict[str, Answer], traces: dict[str, RefineTrace]) -> tuple[str, str]:
         """Prefer runs that did not diverge, then higher trust, then lower final energy."""
@@ -199,19 +229,34 @@ class Orchestrator:
                      arousal=float(a.uncertainty), reward=0.0, conflict=float(conflict))
 
     def _dream(self, res: CycleResult, budget: float) -> dict[str, Any]:
-        """Consolidation: learners fine-tune on the most salient memories (demonstrations only)."""
+        """Consolidation: learners fine-tune on the most salient memories (demonstrations only). A learn
+        call is one step: it starts only if the ATP left covers the larger of its share and its cost
+        measured last time (or the plugin's `estimate_learn_ms`)."""
         if self.memory is None:
             return {"atp": 0.0, "learners": {}}
         exps = self.memory.most_salient(self.s.dream_experiences)
         learners = [p for p in self.plugins.values() if optional(p, "learn")]
         learners = sorted(learners, key=lambda p: -self.trust.get(p.name))[: self.metabolism.profile.max_active]
         out: dict[str, Any] = {"atp": 0.0, "experiences": [e.id for e in exps], "learners": {}}
-        for p in learners:
+        for i, p in enumerate(learners):
+            share = max(self.ledger.left, 0.0) / (len(learners) - i)
+            est = self.costs[p.name]["learn"]
+            own = optional(p, "estimate_learn_ms")
+            if own is not None:
+                est = max(est, float(own(share) or 0.0))
+            reserved = max(est, 1e-9)
+            if share <= 0 or not self.ledger.reserve(reserved):
+                self.totals[p.name]["refused"] += 1
+                out.setdefault("refused", {})[p.name] = {"estimate_ms": round(est, 3)}
+                continue
             t0 = self.clock()
-            stats = p.learn(exps, budget / max(len(learners), 1))
+            stats = p.learn(exps, share)
             ms = (self.clock() - t0) * 1000.0
+            self.ledger.settle(reserved, ms)
+            self.costs[p.name]["learn"] = ms
             res.plugin_ms += ms
             out["atp"] += ms
+            self.totals[p.name]["atp"] += ms
             out["learners"][p.name] = {**stats, "ms": round(ms, 3)}
         return out
 
@@ -237,8 +282,3 @@ class Orchestrator:
         return {"plugins": {n: {**{k: round(v, 3) for k, v in t.items()}, "trust": round(self.trust.get(n), 4)}
                             for n, t in self.totals.items()},
                 "time_in_state": dict(self.metabolism.time_in_state), "cycles": self.n}
-
-
-def _init_ms(entry: dict[str, Any]) -> float:
-    tr: RefineTrace = entry["trace"]
-    return max(entry["spent"] - sum(s.atp for s in tr.steps), 0.0)

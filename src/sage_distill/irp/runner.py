@@ -7,19 +7,21 @@ speech is on. Idle cycles can be inserted into the stream (config `stream`) so R
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from ..arc.datasets import load_challenges
 from ..arc.task import Task
-from ..errors import SageError
+from ..errors import ConfigError, check_output_dir
 from ..evaluation.submission import write_predictions
-from ..student.checkpoint import load_model
 from ..student.modeling_sage import SageModel
 from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.loading import load_sage_model
 from .config import RunConfig
 from .contract import Plugin
 from .memory import Memory
@@ -75,17 +77,24 @@ def build_runtime(cfg: RunConfig, model: SageModel, table: Any, out: Path) -> Ru
     return Runtime(orch, memory, trace, solver)
 
 
-def run_stream(rt: Runtime, tasks: list[Task], cfg: RunConfig) -> dict[str, list[dict[str, Any]]]:
-    """One cycle per task (plus configured idle cycles); returns the predictions."""
+def run_stream(rt: Runtime, tasks: list[Task], cfg: RunConfig,
+               progress: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """One cycle per task (plus configured idle cycles); returns the predictions. The progress bar
+    (stderr) shows tasks done and the ATP spent so far."""
     predictions: dict[str, list[dict[str, Any]]] = {}
-    for i, task in enumerate(tasks, 1):
-        res = rt.orchestrator.cycle(task.without_answers(), key=task.id)
-        if res.answer is None:  # no solver ran (e.g. budget exhausted): still one entry per test input
-            res.answer = [{"attempt_1": [[0]], "attempt_2": [[0]]} for _ in task.test_inputs]
-        predictions[task.id] = res.answer
-        if cfg.stream.idle_every and i % cfg.stream.idle_every == 0:
-            for _ in range(cfg.stream.idle_cycles):
-                rt.orchestrator.cycle(None)
+    spent = 0.0
+    with tqdm(total=len(tasks), unit="task", desc="run", disable=not progress, file=sys.stderr) as bar:
+        for i, task in enumerate(tasks, 1):
+            res = rt.orchestrator.cycle(task.without_answers(), key=task.id)
+            spent += res.spent
+            if res.answer is None:  # no solver ran (e.g. budget exhausted): still one entry per test input
+                res.answer = [{"attempt_1": [[0]], "attempt_2": [[0]]} for _ in task.test_inputs]
+            predictions[task.id] = res.answer
+            if cfg.stream.idle_every and i % cfg.stream.idle_every == 0:
+                for _ in range(cfg.stream.idle_cycles):
+                    spent += rt.orchestrator.cycle(None).spent
+            bar.set_postfix(atp=f"{spent:.0f}", state=res.state.value, refresh=False)
+            bar.update(1)
     return predictions
 
 
@@ -98,18 +107,43 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_command(config: Path | None, challenges: Path, out: Path, model_dir: Path | None) -> str:
+def check_run(config: Path | None, challenges: Path, out: Path, model_dir: Path | None,
+              limit: int | None) -> tuple[RunConfig, Path, list[Task]]:
+    """Every input checked before anything is loaded or written: config, model folder, device,
+    output folder, challenges and --limit."""
+    from ..utils.device import check_device
     from .config import load_config
 
+    if limit is not None and limit < 1:
+        raise ConfigError(f"must be at least 1, got {limit}", file="--limit")
     cfg = load_config(config)
     folder = model_dir or (Path(cfg.model) if cfg.model else None)
     if folder is None:
-        raise SageError("no model: give --model DIR or set `model:` in the config")
-    model, table = load_model(folder, cfg.device)
+        raise ConfigError("no model: give --model DIR or set `model:` in the config", file=config or "--model")
+    check_device(cfg.device, f"{config}: device" if config else "device")
+    check_output_dir(out)
+    mem = Path(cfg.memory)
+    if mem.is_absolute():
+        if mem.is_dir():
+            raise ConfigError(f"{mem} is a directory; give a file", file=config, where="memory")
+        check_output_dir(mem.parent, "memory")
+    elif (out / mem).is_dir():
+        raise ConfigError(f"{out / mem} is a directory; give a file", file=config, where="memory")
+    if (out / "trace.jsonl").is_dir() or (out / "predictions.json").is_dir():
+        raise ConfigError(f"{out} holds a directory where an output file goes", file="--out")
     tasks = load_challenges(challenges)
+    if not tasks:
+        raise ConfigError("no tasks in the challenges file", file=challenges)
+    return cfg, folder, tasks[:limit] if limit else tasks
+
+
+def run_command(config: Path | None, challenges: Path, out: Path, model_dir: Path | None,
+                limit: int | None = None, progress: bool = True) -> str:
+    cfg, folder, tasks = check_run(config, challenges, out, model_dir, limit)
+    model, table = load_sage_model(folder, cfg.device)
     rt = build_runtime(cfg, model, table, out)
     try:
-        predictions = run_stream(rt, tasks, cfg)
+        predictions = run_stream(rt, tasks, cfg, progress)
         summary = rt.orchestrator.summary()
     finally:
         rt.close()
@@ -118,5 +152,3 @@ def run_command(config: Path | None, challenges: Path, out: Path, model_dir: Pat
     text = format_summary(summary)
     atomic_write_text(out / "summary.txt", text + "\n")
     return text + f"\n\nwrote {out / 'predictions.json'}, {out / 'trace.jsonl'}, {out / 'summary.txt'}"
-
-

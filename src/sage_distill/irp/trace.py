@@ -33,16 +33,22 @@ class TraceWriter:
 
 def read_trace(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
+    if path.is_dir():
+        raise SageError("is a directory; give the trace.jsonl file", file=path)
     if not path.is_file():
-        raise SageError(f"{path}: trace file not found")
+        raise SageError("trace file not found", file=path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SageError(f"cannot read as text: {e}", file=path) from None
     records = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(path.read_text(encoding="utf-8").splitlines()):
+        except (json.JSONDecodeError, RecursionError):
+            if i == len(lines):
                 break  # a torn last line from a killed run: ignore it, keep the rest
-            raise SageError(f"{path}, line {i}: not valid JSON") from None
+            raise SageError("not valid JSON", file=path, where=f"line {i}") from None
     return records

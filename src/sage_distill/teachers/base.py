@@ -131,8 +131,8 @@ def parse_pool(pool: str) -> int:
     if pool in ("none", "grid"):
         return 0
     m = re.fullmatch(r"(\d+)x(\d+)", pool)
-    if not m or m.group(1) != m.group(2) or int(m.group(1)) < 1:
-        raise TeacherError(f"pooling must be none, grid or KxK (e.g. 4x4), got '{pool}'")
+    if not m or m.group(1) != m.group(2) or not 1 <= int(m.group(1)) <= 30:
+        raise TeacherError(f"pooling must be none, grid or KxK with K 1-30 (e.g. 4x4), got '{pool}'", file="--pool")
     return int(m.group(1))
 
 

@@ -98,16 +98,34 @@ def run_extract(cfg: TeacherConfig, dataset: str, split: str, out: str | Path, c
 def extract_command(*, teacher: str, weights: Path, tokenizer: Path | None, pool: str, layer: int | None,
                     context: str, batch_size: int, shard_size: int, device: str, store_dtype: str, dataset: str,
                     split: str, out: Path, limit: int | None) -> str:
-    """`sage-distill extract`, options as given on the command line; returns the summary line."""
+    """`sage-distill extract`, options as given on the command line; returns the summary line.
+    Every option is checked before a teacher is loaded or anything is written."""
+    from ..errors import check_output_dir
+    from ..utils.device import check_device
+
     if context not in ("none", "demos"):
-        raise TeacherError(f"--context must be none or demos, got '{context}'")
+        raise TeacherError(f"must be none or demos, got '{context}'", file="--context")
     if store_dtype not in ("bfloat16", "float16", "float32"):
-        raise TeacherError(f"--store-dtype must be bfloat16, float16 or float32, got '{store_dtype}'")
+        raise TeacherError(f"must be bfloat16, float16 or float32, got '{store_dtype}'", file="--store-dtype")
+    for option, value, low in (("--batch-size", batch_size, 1), ("--shard-size", shard_size, 1),
+                               ("--limit", limit, 1)):
+        if value is not None and not low <= value <= 10_000_000:
+            raise TeacherError(f"must be a whole number from {low} to 10000000, got {value}", file=option)
+    if teacher not in ("groot", "hf", "sage"):
+        raise TeacherError(f"must be groot, hf or sage, got '{teacher}'", file="--teacher")
+    parse_pool(pool)
+    check_device(device)
+    if not weights.exists():
+        raise TeacherError(f"{weights} not found: give a local folder", file="--weights")
+    if tokenizer is not None and not tokenizer.exists():
+        raise TeacherError(f"{tokenizer} not found: give a local folder", file="--tokenizer")
+    check_output_dir(out)
+    load_dataset(dataset, split)  # a bad dataset or split name, before the teacher is loaded
     try:
         cfg = TeacherConfig(kind=teacher, weights=str(weights), tokenizer=str(tokenizer) if tokenizer else None,
                             layer=layer, pool=pool, device=device)
     except ValueError as e:
-        raise TeacherError(f"bad teacher options: {e}") from None
+        raise TeacherError(f"bad teacher options: {' '.join(str(e).split())}") from None
     manifest = run_extract(cfg, dataset, split, out, context, batch_size, shard_size,  # type: ignore[arg-type]
                            store_dtype, limit)
     shape = manifest["shards"][0]["shapes"]["features"][1:]

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ..utils.io import atomic_save_safetensors, atomic_write_json
 from .base import TeacherError
 from .groot import GrootArch, GrootBackbone
+from .store import inside, open_safetensors
 
 PREFIX = "backbone.eagle_model."
 # Present in a real checkpoint, never computed here: the action head, SigLIP's pooling head, the LM head.
@@ -66,11 +66,19 @@ class LoadReport:
 def weight_map(folder: Path) -> dict[str, str]:
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        return json.loads(index.read_text())["weight_map"]
+        try:
+            wmap = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise TeacherError(f"not a safetensors index (needs a 'weight_map' object): {e}", file=index) from None
+        if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
+            raise TeacherError("'weight_map' must map tensor names to shard files", file=index)
+        for shard in set(wmap.values()):
+            inside(folder, shard, index.name)
+        return wmap
     single = folder / "model.safetensors"
     if not single.exists():
         raise TeacherError(f"{folder}: no model.safetensors.index.json and no model.safetensors")
-    with safe_open(single, "pt") as f:
+    with open_safetensors(single) as f:
         return {k: single.name for k in f.keys()}
 
 
@@ -99,7 +107,7 @@ def load_groot(folder: str | Path, arch: GrootArch | None = None,
         if name in wmap:
             by_shard.setdefault(wmap[name], []).append(name)
     for shard, names in sorted(by_shard.items()):
-        with safe_open(folder / shard, "pt") as f:
+        with open_safetensors(inside(folder, shard, 'model.safetensors.index.json')) as f:
             for name in names:
                 t = f.get_tensor(name)
                 if t.shape != shapes[wanted[name]]:

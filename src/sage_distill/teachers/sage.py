@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..student.checkpoint import TaskCodes, load_model
+from ..student.checkpoint import TaskCodes
+from ..utils.loading import load_sage_model
 from .base import TeacherError
 
 
@@ -18,7 +19,7 @@ class SageTeacher:
 
     def __init__(self, folder: str | Path, layer: int = -1, steps: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        self.model, self.codes = load_model(folder, device)
+        self.model, self.codes = load_sage_model(folder, str(device), "--weights")
         self.model.to(dtype)
         cfg = self.model.config
         self.steps = steps or cfg.max_steps

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from ..errors import ArcDataError, check_task_id
 from ..utils.io import atomic_save_safetensors, atomic_write_json
 from .base import TeacherError
 
@@ -32,10 +34,109 @@ Compute = Callable[[int, int], dict[str, torch.Tensor]]  # (first row, count) ->
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        raise TeacherError("file missing", file=path) from None
+    except OSError as e:
+        raise TeacherError(f"cannot read: {e.strerror or e}", file=path) from None
     return h.hexdigest()
+
+
+def open_safetensors(path: Path) -> Any:
+    """safe_open, with a missing, truncated or corrupt file as a TeacherError naming the file."""
+    try:
+        return safe_open(path, "pt")
+    except FileNotFoundError:
+        raise TeacherError("file missing", file=path) from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TeacherError(f"not a readable safetensors file (truncated or corrupt?): {e}", file=path) from None
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """load_file, with a missing, truncated or corrupt file as a TeacherError naming the file."""
+    try:
+        return load_file(path)
+    except FileNotFoundError:
+        raise TeacherError("file missing", file=path) from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TeacherError(f"not a readable safetensors file (truncated or corrupt?): {e}", file=path) from None
+
+
+# ---------------------------------------------------------------- the manifest, validated
+
+STORE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(pattern=r"^[0-9a-f]{1,64}$")
+    task: str
+    place: str = Field(max_length=200)
+
+    @field_validator("task")
+    @classmethod
+    def _task_id(cls, v: str) -> str:
+        return _valid_task_id(v)
+
+
+class _Shard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int = Field(ge=0)
+    file: str = Field(min_length=1)
+    start: int = Field(ge=0)
+    count: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    shapes: dict[str, list[int]]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="allow")  # teacher-specific keys (weights, dataset, ...) pass through
+    teacher: str
+    dtype: str
+    shard_size: int = Field(ge=1)
+    feature_dim: int = Field(ge=1)
+    tasks: list[str] = Field(default_factory=list)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        if v not in STORE_DTYPES:
+            raise ValueError(f"must be one of {', '.join(STORE_DTYPES)}")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_ids(cls, v: list[str]) -> list[str]:
+        return [_valid_task_id(t) for t in v]
+
+
+class _Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str
+    spec: _Spec
+    rows: list[_Row]
+    shards: list[_Shard]
+    complete: bool
+    stats_sha256: str | None = None
+
+
+def _valid_task_id(v: str) -> str:
+    try:
+        return check_task_id(v)
+    except ArcDataError as e:
+        raise ValueError(e.problem) from None
+
+
+def inside(folder: Path, name: str, listed_in: str = "manifest.json") -> Path:
+    """`folder / name`, refused unless it resolves inside `folder` (no '..', no absolute path)."""
+    base = folder.resolve()
+    target = (folder / name).resolve()
+    if target == base or base not in target.parents:
+        raise TeacherError(f"path {name!r} resolves outside {folder}: refused", file=folder / listed_in)
+    return target
 
 
 def shard_name(i: int) -> str:
@@ -43,15 +144,44 @@ def shard_name(i: int) -> str:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest, checked field by field: task ids, shard paths inside the store, consistent rows."""
     path = folder / "manifest.json"
+    if not folder.is_dir():
+        raise TeacherError("not a directory: a feature store is a folder", file=folder)
     if not path.is_file():
-        raise TeacherError(f"{folder}: not a feature store (no manifest.json)")
+        raise TeacherError("not a feature store (no manifest.json)", file=folder)
     try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TeacherError(f"{path}: corrupt manifest: {e}") from None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise TeacherError(f"corrupt manifest: {e}", file=path) from None
+    if not isinstance(manifest, dict):
+        raise TeacherError(f"must be a JSON object, got {type(manifest).__name__}", file=path)
     if manifest.get("format") != FORMAT:
-        raise TeacherError(f"{path}: unknown store format {manifest.get('format')!r}, expected {FORMAT}")
+        raise TeacherError(f"unknown store format {manifest.get('format')!r}, expected {FORMAT}", file=path)
+    try:
+        checked = _Manifest.model_validate(manifest)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise TeacherError(first["msg"], file=path, where=where) from None
+    size = checked.spec.shard_size
+    n_shards = -(-len(checked.rows) // size)
+    seen: set[int] = set()
+    for j, shard in enumerate(checked.shards):
+        where = f"shards.{j}"
+        inside(folder, shard.file)
+        if shard.file != shard_name(shard.index):
+            raise TeacherError(f"shard {shard.index} must be the file {shard_name(shard.index)}, not {shard.file!r}",
+                               file=path, where=where)
+        if "features" not in shard.shapes:
+            raise TeacherError("shapes must list 'features'", file=path, where=where)
+        if shard.index in seen or shard.index >= max(n_shards, 1):
+            raise TeacherError(f"shard index {shard.index} is repeated or beyond the {n_shards} planned",
+                               file=path, where=where)
+        seen.add(shard.index)
+        if shard.start != shard.index * size or shard.start + shard.count > len(checked.rows):
+            raise TeacherError(f"rows {shard.start}..{shard.start + shard.count} do not match shard "
+                               f"{shard.index} of size {size} over {len(checked.rows)} rows", file=path, where=where)
     return manifest
 
 
@@ -70,7 +200,7 @@ def write_store(folder: str | Path, spec: dict[str, Any], rows: list[dict[str, s
         if old["spec"] != spec or old["rows"] != rows:
             raise TeacherError(f"{folder} holds a store made with other settings or rows; use a new --out")
         for entry in old["shards"]:  # keep only shards whose bytes are still what was recorded
-            path = folder / entry["file"]
+            path = inside(folder, entry["file"])
             if path.is_file() and sha256_file(path) == entry["sha256"]:
                 done[entry["index"]] = entry
     for i in range(n_shards):
@@ -104,7 +234,7 @@ def feature_stats(folder: Path, shards: list[dict]) -> tuple[torch.Tensor, torch
     """Per-dimension mean and std over every row and token, accumulated in float64, shard by shard."""
     total, sq, n = None, None, 0
     for entry in shards:
-        with safe_open(folder / entry["file"], "pt") as f:
+        with open_safetensors(inside(folder, entry["file"])) as f:
             x = f.get_tensor("features").double().flatten(0, -2)
         total = x.sum(0) if total is None else total + x.sum(0)
         sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
@@ -141,7 +271,7 @@ class FeatureStore(torch.utils.data.Dataset):
 
     def _shard(self, i: int) -> Any:
         if i not in self._handles:
-            self._handles[i] = safe_open(self.folder / shard_name(i), "pt")
+            self._handles[i] = open_safetensors(self.folder / shard_name(i))
         return self._handles[i]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -166,5 +296,7 @@ class FeatureStore(torch.utils.data.Dataset):
         return out
 
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        s = load_file(self.folder / "stats.safetensors")
+        s = load_safetensors(self.folder / "stats.safetensors")
+        if "mean" not in s or "std" not in s:
+            raise TeacherError("must hold 'mean' and 'std'", file=self.folder / "stats.safetensors")
         return s["mean"], s["std"]

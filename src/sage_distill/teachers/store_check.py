@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from ..arc.datasets import load_dataset
 from .base import TeacherError
-from .store import FeatureStore, read_manifest, sha256_file, shard_name
+from .store import FeatureStore, inside, open_safetensors, read_manifest, sha256_file, shard_name
 
 
 def _check_shards(folder: Path, manifest: dict[str, Any]) -> tuple[int, int]:
@@ -32,7 +31,7 @@ def _check_shards(folder: Path, manifest: dict[str, Any]) -> tuple[int, int]:
             raise TeacherError(f"{path}: shard file missing")
         if sha256_file(path) != entry["sha256"]:
             raise TeacherError(f"{path}: checksum mismatch: the shard is corrupt or was altered")
-        with safe_open(path, "pt") as f:
+        with open_safetensors(path) as f:
             for name in f.keys():
                 t = f.get_tensor(name)
                 if list(t.shape) != entry["shapes"].get(name) or t.shape[0] != entry["count"]:
@@ -55,7 +54,10 @@ def _coverage(manifest: dict[str, Any]) -> dict[str, Any]:
     spec = manifest["spec"]
     tasks = load_dataset(spec["dataset"], spec["split"])
     chosen = [t for t in tasks if t.id in set(spec["tasks"])]
-    expected = {r["key"] for r in plan(chosen, spec["context"])[0]}
+    context = spec.get("context", "none")
+    if context not in ("none", "demos"):
+        raise TeacherError(f"context must be none or demos, got {context!r}", file="manifest.json", where="spec")
+    expected = {r["key"] for r in plan(chosen, context)[0]}
     stored = {r["key"] for r in manifest["rows"]}
     missing = expected - stored
     if missing:
@@ -67,6 +69,8 @@ def _coverage(manifest: dict[str, Any]) -> dict[str, Any]:
 def validate_store(folder: str | Path, check_coverage: bool = True) -> dict[str, Any]:
     folder = Path(folder)
     manifest = read_manifest(folder)
+    if not manifest["rows"]:
+        raise TeacherError("the store holds no rows", file=folder / "manifest.json", where="rows")
     n_shards, n_rows = _check_shards(folder, manifest)
     if sha256_file(folder / "stats.safetensors") != manifest.get("stats_sha256"):
         raise TeacherError(f"{folder / 'stats.safetensors'}: checksum mismatch")
@@ -75,9 +79,9 @@ def validate_store(folder: str | Path, check_coverage: bool = True) -> dict[str,
     summary = {"store": str(folder), "teacher": spec["teacher"], "layer": spec["layer"], "pooling": spec["pooling"],
                "dtype": spec["dtype"], "rows": n_rows, "shards": n_shards,
                "feature_shape": manifest["shards"][0]["shapes"]["features"][1:],
-               "bytes": sum((folder / e["file"]).stat().st_size for e in manifest["shards"]),
+               "bytes": sum(inside(folder, e["file"]).stat().st_size for e in manifest["shards"]),
                "dims": {"mean_abs_mean": float(mean.abs().mean()), "min_std": float(std.min()),
                         "max_std": float(std.max()), "dead_dims": int((std < 1e-6).sum())}}
-    if check_coverage and "dataset" in spec:
+    if check_coverage and "dataset" in spec and "split" in spec:
         summary["coverage"] = _coverage(manifest)
     return summary

@@ -37,22 +37,31 @@ class ScriptState:
 
 class ScriptedPlugin:
     """Energy after step k is `energies(k, x)` (k = 0 for the initial state); each step costs
-    `cost(x)` ms on the manual clock (0 without one). `answer` returns `value(x)`."""
+    `cost(x)` ms on the manual clock (0 without one), or `step_cost(x, k)` for step k + 1 when given;
+    init_state costs `init_cost(x)`. `answer` returns `value(x)`."""
 
     def __init__(self, name: str, energies: Callable[[int, Any], float], cost: Callable[[Any], float] | None = None,
                  clock: ManualClock | None = None, role: str = "solver",
-                 value: Callable[[Any], Any] | None = None, learn_cost: float = 0.0) -> None:
+                 value: Callable[[Any], Any] | None = None, learn_cost: float = 0.0,
+                 step_cost: Callable[[Any, int], float] | None = None,
+                 init_cost: Callable[[Any], float] | None = None) -> None:
         self.name, self.role = name, role
         self.energies, self.cost, self.clock, self.value = energies, cost, clock, value
+        self.step_cost, self.init_cost = step_cost, init_cost
         self.learn_cost = learn_cost
         self.learned: list[int] = []
 
     def init_state(self, x: Any, ctx: dict[str, Any]) -> ScriptState:
+        if self.clock is not None and self.init_cost is not None:
+            self.clock.advance_ms(self.init_cost(x))
         return ScriptState(x)
 
     def step(self, s: ScriptState) -> ScriptState:
-        if self.clock is not None and self.cost is not None:
-            self.clock.advance_ms(self.cost(s.x))
+        if self.clock is not None:
+            if self.step_cost is not None:
+                self.clock.advance_ms(self.step_cost(s.x, s.k))
+            elif self.cost is not None:
+                self.clock.advance_ms(self.cost(s.x))
         return ScriptState(s.x, s.k + 1)
 
     def energy(self, s: ScriptState) -> float:

@@ -1,0 +1,375 @@
+"""The contract of every command this suite covers, case by case: bad input gives exit 2, exactly one
+stderr line starting with `error:`, and nothing written. CASES is the source of the table in
+docs/RELIABILITY.md (`python tests/test_reliability.py` prints the counts per command).
+
+Each case is (command, id, argv, mutate): argv may hold {w} (the case's copy of the world, see
+reliability_world.py); `mutate(w)` breaks one input file before the command runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reliability_world import KEY, build_world, copy_world, snapshot  # noqa: E402
+
+Mutate = Callable[[Path], None] | None
+
+
+def _write(name: str, text: str | bytes) -> Callable[[Path], None]:
+    def f(w: Path) -> None:
+        p = w / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return f
+
+
+def _json(name: str, obj: object) -> Callable[[Path], None]:
+    return _write(name, json.dumps(obj))
+
+
+def _edit_json(name: str, fn: Callable[[dict], None]) -> Callable[[Path], None]:
+    def f(w: Path) -> None:
+        obj = json.loads((w / name).read_text())
+        fn(obj)
+        (w / name).write_text(json.dumps(obj))
+    return f
+
+
+def _manifest(fn: Callable[[dict], None]) -> Callable[[Path], None]:
+    return _edit_json("store/manifest.json", fn)
+
+
+def _truncate(name: str, keep: int = 100) -> Callable[[Path], None]:
+    def f(w: Path) -> None:
+        p = w / name
+        p.write_bytes(p.read_bytes()[:keep])
+    return f
+
+
+def _yaml(text: str) -> Callable[[Path], None]:
+    return _write("bad.yaml", text)
+
+
+def _set(d: dict, path: str, value: object) -> None:
+    *head, last = path.split(".")
+    for k in head:
+        d = d[k]
+    d[last] = value
+
+
+DV = ["data", "validate", "{w}/x.json"]
+TASK = {"train": [{"input": [[1, 2]], "output": [[2, 1]]}], "test": [{"input": [[1]]}]}
+GOOD_TASK = json.dumps(TASK)
+RUN = ["run", "--challenges", "{w}/challenges.json", "--model", "{w}/model", "--out", "{w}/out", "--no-progress"]
+RUNC = [*RUN, "--config", "{w}/bad.yaml"]
+EXTRACT = ["extract", "--teacher", "sage", "--weights", "{w}/model", "--dataset", "arc1", "--split", "training",
+           "--out", "{w}/store2", "--limit", "1"]
+RENDER = ["render", "--file", "{w}/challenges.json", "--task", "t1", "--out", "{w}/t.png"]
+SCORE = ["score", "--predictions", "{w}/predictions.json", "--solutions", "{w}/solutions.json"]
+BASE = ["baseline", "--challenges", "{w}/challenges.json", "--out", "{w}/b.json"]
+SHOW = ["trace", "show", "{w}/trace.jsonl", "--out", "{w}/tl.png"]
+FV = ["features", "validate", "{w}/store"]
+
+
+def _with(argv: list[str], option: str, value: str) -> list[str]:
+    out = list(argv)
+    if option in out:
+        out[out.index(option) + 1] = value
+    else:
+        out += [option, value]
+    return out
+
+
+CASES: list[tuple[str, str, list[str], Mutate]] = [
+    # ---- data list
+    ("data list", "extra argument", ["data", "list", "arc1"], None),
+    ("data list", "unknown option", ["data", "list", "--json"], None),
+    # ---- data stats
+    ("data stats", "unknown dataset", ["data", "stats", "--dataset", "nope"], None),
+    ("data stats", "empty dataset name", ["data", "stats", "--dataset", ""], None),
+    ("data stats", "dataset as a path", ["data", "stats", "--dataset", "../../etc/passwd"], None),
+    ("data stats", "missing --dataset", ["data", "stats"], None),
+    ("data stats", "unknown option", ["data", "stats", "--dataset", "arc1", "--csv"], None),
+    ("data stats", "value given to a flag", ["data", "stats", "--dataset", "arc1", "--json=yes"], None),
+    # ---- data validate (one problem -> one line)
+    ("data validate", "missing file", ["data", "validate", "{w}/nope.json"], None),
+    ("data validate", "folder without json", ["data", "validate", "{w}/adir"], None),
+    ("data validate", "not JSON", DV, _write("x.json", "{nope")),
+    ("data validate", "binary file", DV, _write("x.json", b"\xff\xfe\x00\x01")),
+    ("data validate", "empty file", DV, _write("x.json", "")),
+    ("data validate", "top level a list", DV, _json("x.json", [TASK])),
+    ("data validate", "empty object", DV, _json("x.json", {})),
+    ("data validate", "task id ../../etc/x", DV, _json("x.json", {"../../etc/x": TASK})),
+    ("data validate", "task id too long", DV, _json("x.json", {"a" * 65: TASK})),
+    ("data validate", "task id with a space", DV, _json("x.json", {"a b": TASK})),
+    ("data validate", "cell 10", DV,
+     _json("x.json", {"t": {**TASK, "train": [{"input": [[10]], "output": [[1]]}]}})),
+    ("data validate", "ragged grid", DV,
+     _json("x.json", {"t": {**TASK, "train": [{"input": [[1, 2], [1]], "output": [[1]]}]}})),
+    ("data validate", "bool cell", DV,
+     _json("x.json", {"t": {**TASK, "train": [{"input": [[True]], "output": [[1]]}]}})),
+    ("data validate", "31 rows", DV,
+     _json("x.json", {"t": {**TASK, "train": [{"input": [[1]] * 31, "output": [[1]]}]}})),
+    ("data validate", "empty train", DV, _json("x.json", {"t": {**TASK, "train": []}})),
+    ("data validate", "missing test", DV, _json("x.json", {"t": {"train": TASK["train"]}})),
+    ("data validate", "no paths", ["data", "validate"], None),
+    # ---- data export
+    ("data export", "unknown dataset", ["data", "export", "--dataset", "nope", "--split", "evaluation",
+                                        "--out", "{w}/e"], None),
+    ("data export", "unknown split", ["data", "export", "--dataset", "arc1", "--split", "test", "--out", "{w}/e"],
+     None),
+    ("data export", "--out an existing file", ["data", "export", "--dataset", "arc1", "--split", "evaluation",
+                                               "--out", "{w}/afile.txt"], None),
+    ("data export", "--out under a file", ["data", "export", "--dataset", "arc1", "--split", "evaluation",
+                                           "--out", "{w}/afile.txt/sub"], None),
+    ("data export", "missing --out", ["data", "export", "--dataset", "arc1", "--split", "evaluation"], None),
+    ("data export", "missing --split", ["data", "export", "--dataset", "arc1", "--out", "{w}/e"], None),
+    # ---- baseline
+    ("baseline", "missing challenges", _with(BASE, "--challenges", "{w}/nope.json"), None),
+    ("baseline", "challenges a folder", _with(BASE, "--challenges", "{w}/adir"), None),
+    ("baseline", "unknown method", [*BASE, "--method", "oracle"], None),
+    ("baseline", "--out an existing folder", _with(BASE, "--out", "{w}/adir"), None),
+    ("baseline", "--out under a file", _with(BASE, "--out", "{w}/afile.txt/b.json"), None),
+    ("baseline", "challenges not JSON", _with(BASE, "--challenges", "{w}/x.json"), _write("x.json", "[1,")),
+    ("baseline", "challenges a list", _with(BASE, "--challenges", "{w}/x.json"), _json("x.json", [])),
+    ("baseline", "challenges empty", _with(BASE, "--challenges", "{w}/x.json"), _json("x.json", {})),
+    ("baseline", "task id ../../etc/x", _with(BASE, "--challenges", "{w}/x.json"),
+     _json("x.json", {"../../etc/x": TASK})),
+    # ---- score
+    ("score", "missing predictions", _with(SCORE, "--predictions", "{w}/nope.json"), None),
+    ("score", "predictions not JSON", _with(SCORE, "--predictions", "{w}/x.json"), _write("x.json", "{")),
+    ("score", "predictions a list", _with(SCORE, "--predictions", "{w}/x.json"), _json("x.json", [])),
+    ("score", "prediction task id ../x", _with(SCORE, "--predictions", "{w}/x.json"),
+     _json("x.json", {"../x": [{"attempt_1": [[1]]}]})),
+    ("score", "attempt_3", _with(SCORE, "--predictions", "{w}/x.json"),
+     _json("x.json", {"t1": [{"attempt_1": [[1]], "attempt_3": [[1]]}]})),
+    ("score", "entries not a list", _with(SCORE, "--predictions", "{w}/x.json"), _json("x.json", {"t1": {}})),
+    ("score", "too many entries", _with(SCORE, "--predictions", "{w}/x.json"),
+     _json("x.json", {"t1": [{"attempt_1": [[1]]}] * 3})),
+    ("score", "missing solutions", _with(SCORE, "--solutions", "{w}/nope.json"), None),
+    ("score", "solutions empty", _with(SCORE, "--solutions", "{w}/x.json"), _json("x.json", {})),
+    ("score", "challenges disagree with solutions", [*SCORE, "--challenges", "{w}/x.json"],
+     _json("x.json", {"zz": TASK})),
+    # ---- render
+    ("render", "both --dataset and --file", [*RENDER, "--dataset", "arc1"], None),
+    ("render", "neither --dataset nor --file", ["render", "--task", "t1", "--out", "{w}/t.png"], None),
+    ("render", "unknown task", _with(RENDER, "--task", "zz"), None),
+    ("render", "--out an existing folder", _with(RENDER, "--out", "{w}/adir"), None),
+    ("render", "--out under a file", _with(RENDER, "--out", "{w}/afile.txt/t.png"), None),
+    ("render", "--cell-size 1", [*RENDER, "--cell-size", "1"], None),
+    ("render", "--cell-size abc", [*RENDER, "--cell-size", "abc"], None),
+    ("render", "--cell-size 100000", [*RENDER, "--cell-size", "100000"], None),
+    ("render", "missing --file", _with(RENDER, "--file", "{w}/nope.json"), None),
+    ("render", "predictions not JSON", [*RENDER, "--predictions", "{w}/x.json"], _write("x.json", "nope")),
+    ("render", "solutions for other tasks", [*RENDER, "--solutions", "{w}/x.json"], _json("x.json", {"zz": [[[1]]]})),
+    ("render", "unknown split", ["render", "--dataset", "arc1", "--split", "dev", "--task", "x", "--out", "{w}/t.png"],
+     None),
+    # ---- run
+    ("run", "--out an existing file", _with(RUN, "--out", "{w}/afile.txt"), None),
+    ("run", "--config a folder", _with(RUN, "--config", "{w}/adir"), None),
+    ("run", "--config missing", _with(RUN, "--config", "{w}/nope.yaml"), None),
+    ("run", "device: tpu", RUNC, _yaml("device: tpu\n")),
+    ("run", "base_budget: -5", RUNC, _yaml("orchestrator: {base_budget: -5}\n")),
+    ("run", "base_budget: 0", RUNC, _yaml("orchestrator: {base_budget: 0}\n")),
+    ("run", "base_budget: .nan", RUNC, _yaml("orchestrator: {base_budget: .nan}\n")),
+    ("run", "floor: 2", RUNC, _yaml("orchestrator: {floor: 2}\n")),
+    ("run", "max_workers: 0", RUNC, _yaml("orchestrator: {max_workers: 0}\n")),
+    ("run", "variants: 0", RUNC, _yaml("plugins: {arc_solver: {variants: 0}}\n")),
+    ("run", "fit_lr: -1", RUNC, _yaml("plugins: {arc_solver: {fit_lr: -1}}\n")),
+    ("run", "unknown key", RUNC, _yaml("orchestrator: {budget: 5}\n")),
+    ("run", "config a list", RUNC, _yaml("- a\n- b\n")),
+    ("run", "config empty", RUNC, _yaml("")),
+    ("run", "config not YAML", RUNC, _yaml("a: [1\n")),
+    ("run", "salience weight unknown", RUNC, _yaml("orchestrator: {salience_weights: {fear: 1}}\n")),
+    ("run", "--limit 0", [*RUN, "--limit", "0"], None),
+    ("run", "--limit -1", [*RUN, "--limit", "-1"], None),
+    ("run", "--limit abc", [*RUN, "--limit", "abc"], None),
+    ("run", "no model", [a for a in RUN if a not in ("--model", "{w}/model")], None),
+    ("run", "--model missing", _with(RUN, "--model", "{w}/nope"), None),
+    ("run", "truncated model.safetensors", RUN, _truncate("model/model.safetensors")),
+    ("run", "challenges missing", _with(RUN, "--challenges", "{w}/nope.json"), None),
+    ("run", "challenge task id ../../etc/x", _with(RUN, "--challenges", "{w}/x.json"),
+     _json("x.json", {"../../etc/x": TASK})),
+    ("run", "memory is a folder", RUNC, lambda w: (w / "bad.yaml").write_text(f"memory: {w}/adir\n")),
+    # ---- trace show
+    ("trace show", "missing trace", ["trace", "show", "{w}/nope.jsonl", "--out", "{w}/tl.png"], None),
+    ("trace show", "trace a folder", ["trace", "show", "{w}/adir", "--out", "{w}/tl.png"], None),
+    ("trace show", "bad JSON line", SHOW, _write("trace.jsonl", "{\"cycle\": 1}\nnope\n{}\n")),
+    ("trace show", "binary trace", SHOW, _write("trace.jsonl", b"\xff\xfe\xfa")),
+    ("trace show", "no cycle records", SHOW, _write("trace.jsonl", "{\"feedback\": \"k\"}\n")),
+    ("trace show", "unknown state", SHOW, _write("trace.jsonl", "{\"cycle\": 1, \"state\": \"SLEEP\"}\n")),
+    ("trace show", "energies not a list", SHOW,
+     _write("trace.jsonl", "{\"cycle\": 1, \"state\": \"WAKE\", \"plugins\": {\"a\": {\"energies\": 3}}}\n")),
+    ("trace show", "record a list", SHOW, _write("trace.jsonl", "[1, 2]\n{\"cycle\": 1, \"state\": \"WAKE\"}\n")),
+    ("trace show", "--out an existing folder", _with(SHOW, "--out", "{w}/adir"), None),
+    ("trace show", "--out not .png", _with(SHOW, "--out", "{w}/tl.txt"), None),
+    # ---- extract
+    ("extract", "unknown teacher", _with(EXTRACT, "--teacher", "gpt"), None),
+    ("extract", "bad pool", [*EXTRACT, "--pool", "3x4"], None),
+    ("extract", "pool 0x0", [*EXTRACT, "--pool", "0x0"], None),
+    ("extract", "--batch-size 0", [*EXTRACT, "--batch-size", "0"], None),
+    ("extract", "--shard-size -1", [*EXTRACT, "--shard-size", "-1"], None),
+    ("extract", "--limit 0", _with(EXTRACT, "--limit", "0"), None),
+    ("extract", "--device tpu", [*EXTRACT, "--device", "tpu"], None),
+    ("extract", "--weights missing", _with(EXTRACT, "--weights", "{w}/nope"), None),
+    ("extract", "--out an existing file", _with(EXTRACT, "--out", "{w}/afile.txt"), None),
+    ("extract", "unknown dataset", _with(EXTRACT, "--dataset", "nope"), None),
+    ("extract", "unknown split", _with(EXTRACT, "--split", "dev"), None),
+    ("extract", "--context all", [*EXTRACT, "--context", "all"], None),
+    ("extract", "--store-dtype int8", [*EXTRACT, "--store-dtype", "int8"], None),
+    ("extract", "truncated teacher weights", EXTRACT, _truncate("model/model.safetensors")),
+    # ---- features validate
+    ("features validate", "missing folder", ["features", "validate", "{w}/nope"], None),
+    ("features validate", "a file, not a folder", ["features", "validate", "{w}/afile.txt"], None),
+    ("features validate", "no manifest", ["features", "validate", "{w}/adir"], None),
+    ("features validate", "manifest not JSON", FV, _write("store/manifest.json", "{")),
+    ("features validate", "manifest a list", FV, _json("store/manifest.json", [])),
+    ("features validate", "unknown format", FV, _manifest(lambda m: m.update(format="other/2"))),
+    ("features validate", "shard path ../../etc/passwd", FV,
+     _manifest(lambda m: m["shards"][0].update(file="../../etc/passwd"))),
+    ("features validate", "absolute shard path", FV, _manifest(lambda m: m["shards"][0].update(file="/etc/passwd"))),
+    ("features validate", "row task id ../../etc/x", FV, _manifest(lambda m: m["rows"][0].update(task="../../etc/x"))),
+    ("features validate", "spec task id with /", FV, _manifest(lambda m: m["spec"].update(tasks=["a/b"]))),
+    ("features validate", "shard_size 0", FV, _manifest(lambda m: m["spec"].update(shard_size=0))),
+    ("features validate", "dtype int8", FV, _manifest(lambda m: m["spec"].update(dtype="int8"))),
+    ("features validate", "row key not hex", FV, _manifest(lambda m: m["rows"][0].update(key="../x"))),
+    ("features validate", "shards not a list", FV, _manifest(lambda m: m.update(shards={}))),
+    ("features validate", "shard index repeated", FV, _manifest(lambda m: m["shards"][1].update(index=0))),
+    ("features validate", "incomplete", FV, _manifest(lambda m: m.update(complete=False))),
+    ("features validate", "truncated shard", FV, _truncate("store/shard-00000.safetensors")),
+    ("features validate", "missing stats", FV, lambda w: (w / "store/stats.safetensors").unlink()),
+    ("features validate", "shard checksum altered", FV,
+     _manifest(lambda m: m["shards"][0].update(sha256=KEY + KEY))),
+]
+
+
+@pytest.fixture(scope="module")
+def world_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+def run_case(cli, template: Path, w: Path, argv: list[str], mutate: Mutate) -> tuple[int, str, str, list[str]]:
+    copy_world(template, w)
+    if mutate is not None:
+        mutate(w)
+    before = snapshot(w)
+    code, out, err = cli(*[a.replace("{w}", str(w)) for a in argv])
+    after = snapshot(w)
+    written = sorted(set(after) - set(before)) + sorted(k for k in before if k in after and after[k] != before[k])
+    return code, out, err, written
+
+
+@pytest.mark.parametrize("command,case,argv,mutate", CASES, ids=[f"{c}: {i}" for c, i, _, _ in CASES])
+def test_bad_input(cli, world_template: Path, tmp_path: Path, command: str, case: str, argv: list[str],
+                   mutate: Mutate) -> None:
+    code, out, err, written = run_case(cli, world_template, tmp_path / "w", argv, mutate)
+    lines = err.strip().splitlines()
+    assert code == 2, f"exit {code}; stderr: {err[-2000:]}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"stderr not one error line: {err[-2000:]}"
+    assert "Traceback" not in err
+    assert written == [], f"written on bad input: {written}"
+
+
+def test_the_world_is_valid(cli, world_template: Path, tmp_path: Path) -> None:
+    """The cases break one thing each: unbroken, the same commands succeed."""
+    w = copy_world(world_template, tmp_path / "w")
+    for argv in (["data", "validate", "{w}/challenges.json"], BASE, SCORE, RENDER, SHOW, FV):
+        code, _, err = cli(*[a.replace("{w}", str(w)) for a in argv])
+        assert code == 0, (argv, err)
+
+
+def test_unexpected_errors_are_one_line_and_exit_1(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sage_distill.arc import commands
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("boom\nsecond line")
+
+    monkeypatch.setattr(commands, "list_datasets", boom)
+    monkeypatch.delenv("SAGE_DEBUG", raising=False)
+    code, _, err = cli("data", "list")
+    assert code == 1 and err.strip().splitlines() == [
+        "error: unexpected ZeroDivisionError: boom second line (rerun with --debug for the traceback)"]
+    code, _, err = cli("--debug", "data", "list")
+    assert code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error: unexpected")
+    import os
+
+    assert "SAGE_DEBUG" not in os.environ  # --debug is read per call, never left behind
+    monkeypatch.setenv("SAGE_DEBUG", "1")
+    code, _, err = cli("data", "list")
+    assert code == 1 and "Traceback" in err
+
+
+def counts() -> dict[str, int]:
+    out: dict[str, int] = {}
+    for command, *_ in CASES:
+        out[command] = out.get(command, 0) + 1
+    return out
+
+
+def classify(argv: list[str], mutate: Mutate, template: Path, w: Path) -> dict[str, bool]:
+    """One case run through the real entry point outside pytest: what a user would have seen."""
+    import contextlib
+    import io
+
+    from sage_distill.cli import main
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        sys.argv = ["sage-distill", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException as e:  # an entry point without the error path: a traceback
+                import traceback
+
+                traceback.print_exc(file=err)
+                code = 1
+                del e
+        return code, out.getvalue(), err.getvalue()
+
+    if os.environ.get("RELIABILITY_BEFORE"):  # measuring a version without these options
+        argv = [a for a in argv if a != "--no-progress"]
+    code, _, err, written = run_case(cli, template, w, argv, mutate)
+    lines = err.strip().splitlines()
+    traceback_seen = "Traceback" in err or "error: unexpected" in err or code not in (0, 2)
+    return {"clear": code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and not written,
+            "traceback": traceback_seen, "silent": code == 0, "left": bool(written)}
+
+
+def table() -> str:
+    """The markdown table of docs/RELIABILITY.md, measured now."""
+    import tempfile
+
+    rows: dict[str, list[int]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        template = build_world(Path(d) / "world")
+        for i, (command, case, argv, mutate) in enumerate(CASES):
+            if os.environ.get("RELIABILITY_BEFORE") and case == "--cell-size 100000":
+                r = {"clear": False, "traceback": True, "silent": False, "left": False}  # killed: out of memory
+            else:
+                r = classify(argv, mutate, template, Path(d) / f"case{i}")
+            row = rows.setdefault(command, [0, 0, 0, 0, 0])
+            row[0] += 1
+            for j, k in enumerate(("clear", "traceback", "silent", "left"), 1):
+                row[j] += r[k]
+    lines = ["| command | bad inputs tried | clear error (exit 2, one line) | tracebacks | silent accepts "
+             "| files left behind |", "|---|---:|---:|---:|---:|---:|"]
+    total = [0] * 5
+    for command, row in rows.items():
+        lines.append(f"| `{command}` | " + " | ".join(map(str, row)) + " |")
+        total = [a + b for a, b in zip(total, row, strict=True)]
+    lines.append("| **total** | " + " | ".join(f"**{v}**" for v in total) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())
