@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import SiglipVisionConfig, SiglipVisionModel
 from typer.testing import CliRunner
 
 from sage_distill.arc import load_dataset
@@ -19,6 +20,7 @@ from sage_distill.errors import SageError
 from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.checkpoint import save_model
 from sage_distill.teachers import batch_keys, build_teacher
+from sage_distill.teachers.base import to_canvas
 from sage_distill.teachers.extract import extract, plan
 from sage_distill.teachers.groot import GrootArch, GrootBackbone, GrootTeacher, placeholder_text_ids
 from sage_distill.teachers.store import FeatureStore
@@ -28,18 +30,36 @@ TASKS = load_dataset("arc1", "training")[:5]
 SOURCE = {"weights": "tiny", "dataset": "arc1", "split": "training"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and far faster on a shared, loaded CPU (no OpenMP spinning)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def sage_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SigLIP vision tower: 28-pixel images, a 2x2 patch grid, 32 dims."""
     torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("sage")
-    save_model(folder, SageModel(SageConfig(hidden=32, heads=2, layers_per_step=1, max_steps=2, task_tokens=2,
-                                            code_dim=8)))
+    folder = tmp_path_factory.mktemp("siglip")
+    SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, image_size=28, patch_size=14)).save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
-def teacher(sage_dir: Path):
-    return build_teacher({"kind": "sage", "weights": str(sage_dir)})
+def teacher(hf_dir: Path):
+    return build_teacher({"kind": "hf", "weights": str(hf_dir)})
+
+
+def shift(canvases: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Each grid moved down/right by its (rows, cols) offset on its canvas (10 = outside)."""
+    out = torch.full_like(canvases, 10)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        out[i, dy:, dx:] = canvases[i, : 30 - dy, : 30 - dx]
+    return out
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -95,10 +115,10 @@ def test_resume_with_other_settings_is_refused(teacher, tmp_path: Path) -> None:
 def test_manifest_records_shapes_checksums_and_rows(teacher, tmp_path: Path) -> None:
     manifest = run(teacher, tmp_path / "s")
     spec = manifest["spec"]
-    assert (spec["teacher"], spec["layer"], spec["pooling"], spec["dtype"]) == ("sage", -1, "2x2", "float32")
-    assert manifest["shards"][0]["shapes"] == {"features": [4, 4, 32], "logits": [4, 30, 30, 11]}
+    assert (spec["teacher"], spec["layer"], spec["pooling"], spec["dtype"]) == ("hf", -1, "2x2", "float32")
+    assert manifest["shards"][0]["shapes"] == {"features": [4, 4, 32]}
     assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
-    rows, _, _ = plan(TASKS, "none")
+    rows, _ = plan(TASKS, "none")
     assert manifest["rows"] == rows
     assert sum(s["count"] for s in manifest["shards"]) == len(rows)
     assert all(r["place"].split()[0] in ("train", "test") for r in rows)
@@ -141,7 +161,7 @@ def test_validate_catches_nan(teacher, tmp_path: Path) -> None:
 def test_lazy_dataset_with_workers_and_lookup(teacher, tmp_path: Path) -> None:
     run(teacher, tmp_path / "s")
     store = FeatureStore(tmp_path / "s")
-    rows, inputs, _ = plan(TASKS, "none")
+    rows, inputs = plan(TASKS, "none")
     assert len(store) == len(rows)
     loader = torch.utils.data.DataLoader(store, batch_size=5, num_workers=2)
     stacked = torch.cat([b["features"] for b in loader])
@@ -149,14 +169,12 @@ def test_lazy_dataset_with_workers_and_lookup(teacher, tmp_path: Path) -> None:
     from sage_distill.teachers.base import canvases_of, pool_tokens
 
     q, _ = canvases_of(inputs[5:7])
-    want = pool_tokens(teacher.encode(q)["features"], (30, 30), "2x2")
+    want = pool_tokens(teacher.encode(q)["features"], teacher.tokens_hw, "2x2")
     assert torch.allclose(stacked[5:7], want, atol=1e-5)
     got = store.lookup([rows[6]["key"], "not-a-key", rows[0]["key"]])
     assert got["mask"].tolist() == [True, False, True]
     assert torch.allclose(got["features"][0], stacked[6]) and got["features"][1].abs().sum() == 0
-    # Training batches find their rows by content, wherever the grid sits on the canvas.
-    from sage_distill.training.data import shift, to_canvas
-
+    # Grids find their rows by content, wherever they sit on the canvas.
     canvases = torch.from_numpy(np.stack([to_canvas(inputs[i].query) for i in (3, 8)])).long()
     moved = shift(canvases, torch.tensor([[0, 0], [1, 2]]))
     hit = store.lookup(batch_keys(moved))
@@ -175,12 +193,26 @@ def test_groot_store_with_demo_context(tmp_path: Path) -> None:
     assert validate_store(tmp_path / "g")["coverage"]["tasks"] == "2 of 400"
 
 
-def test_cli_extract_then_validate(sage_dir: Path, tmp_path: Path) -> None:
+def test_cli_extract_then_validate(hf_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    args = ["extract", "--teacher", "sage", "--weights", str(sage_dir), "--dataset", "arc1", "--split",
+    args = ["extract", "--teacher", "hf", "--weights", str(hf_dir), "--dataset", "arc1", "--split",
             "evaluation", "--out", str(tmp_path / "cli"), "--pool", "grid", "--limit", "2", "--shard-size", "8"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "ok:" in result.output and "[1, 32] bfloat16" in result.output
     result = runner.invoke(app, ["features", "validate", str(tmp_path / "cli")])
     assert result.exit_code == 0 and '"pooling": "grid"' in result.output
+
+
+def test_extract_refuses_the_online_sage_teacher(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "sage"
+    save_model(folder, SageModel(SageConfig(hidden=32, heads=2, layers=1, mlp_hidden=64, num_tasks=1)), ["fp"])
+    code, _, err = cli("extract", "--teacher", "sage", "--weights", str(folder), "--dataset", "arc1",
+                       "--split", "training", "--out", str(tmp_path / "s"), "--limit", "1")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--teacher" in err and "online" in err and "groot and hf" in err
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(SageError, match="does not read grids"):
+        extract(build_teacher({"kind": "sage", "weights": str(folder)}), TASKS[:1], tmp_path / "s", source=SOURCE,
+                progress=False)
+    assert not (tmp_path / "s").exists()

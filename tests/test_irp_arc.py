@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sage_distill.student.adapt import fit_codes
 
 from sage_distill.arc.task import Pair, Task
 from sage_distill.irp import Budget, refine
@@ -14,7 +15,6 @@ from sage_distill.irp.plugins.codes import FittedCodes
 from sage_distill.irp.plugins.vision import Vision
 from sage_distill.irp.salience import Snarc
 from sage_distill.student import SageConfig, SageModel
-from sage_distill.student.adapt import fit_codes
 
 
 def g(rows: list[list[int]]) -> np.ndarray:

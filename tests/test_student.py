@@ -1,149 +1,170 @@
-"""The SAGE student: presets, decontamination on the real datasets, halting, prediction."""
+"""The SAGE ARC model: sequences, the document mask, KV-cached decoding, the vote, model folders."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from sage_distill.arc import load_dataset
-from sage_distill.arc.task import grid_key
-from sage_distill.demo import run_demo
-from sage_distill.distill.losses import LossInputs, TaskLoss
+from sage_distill.arc.augment import Augmentation
+from sage_distill.errors import SageError
 from sage_distill.student import SageConfig, SageModel
-from sage_distill.student.checkpoint import TaskCodes, load_model, save_model
-from sage_distill.student.predict import PredictConfig, predict_file, run_steps, vote
-from sage_distill.training.data import assemble, build_examples, decontaminate, fingerprint, variant_augmentations
+from sage_distill.student.checkpoint import load_model, save_model
+from sage_distill.student.configuration_sage import END, NEWLINE
+from sage_distill.student.generate import Candidate, Job, Tally, advance, generate, view_augmentations
+from sage_distill.student.modeling_sage import KVCache, document_mask
+from sage_distill.student.sequences import decode_output, encode_pair
 
 
-def test_preset_sizes() -> None:
-    sizes = {p: SageModel(SageConfig.preset(p)).num_parameters() for p in ("tiny", "small", "base")}
-    assert sizes["tiny"] < 1_000_000
-    assert sizes["small"] <= 7_000_000
-    assert 40_000_000 <= sizes["base"] <= 60_000_000
-
-
-def test_decontamination_drops_arc1_eval_from_arc2_training() -> None:
-    evaluation = load_dataset("arc1", "evaluation")
-    kept, report = decontaminate(load_dataset("arc2", "training"), evaluation)
-    by_id = [t for t, r in report.dropped.items() if r.startswith("id")]
-    assert len(by_id) == 376  # the known overlap
-    eval_ids = {t.id for t in evaluation}
-    eval_keys = {grid_key(g) for t in evaluation for g in (*t.test_inputs, *t.test_outputs)}
-    assert not any(t.id in eval_ids for t in kept)
-    assert not any(grid_key(g) in eval_keys for t in kept for g in t.all_grids())
-
-
-def test_evaluation_tasks_contribute_demonstrations_only() -> None:
-    table, _ = assemble([("arc1", "training")], [("arc1", "evaluation")], True, variants=2)
-    evaluation = {t.id: t for t in load_dataset("arc1", "evaluation")}
-    first_eval = next(i for i, tid in enumerate(table.task_ids) if tid in evaluation)
-    rows = table.code_index // table.variants >= first_eval
-    expected = sum(len(t.train) for t in evaluation.values()) * 2
-    assert rows.sum() == expected
-    # No identity-variant example of an evaluation task is one of its test pairs (a demonstration
-    # output may equal a test output by chance, so the check is on whole pairs).
-    ident = rows & (table.code_index % table.variants == 0)
-    pairs = {(grid_key(i[:a, :b]), grid_key(o[:c, :d])) for i, o, (a, b), (c, d)
-             in zip(table.inputs[ident], table.outputs[ident], table.in_size[ident], table.out_size[ident],
-                    strict=True)}
-    for t in evaluation.values():
-        for i, o in zip(t.test_inputs, t.test_outputs, strict=True):
-            assert (grid_key(i), grid_key(o)) not in pairs
-
-
-def test_variant_augmentations_come_from_demonstrations_only() -> None:
-    task = load_dataset("arc1", "evaluation")[0]
-    stripped = task.without_answers()
-    assert fingerprint(task) == fingerprint(stripped)
-    assert variant_augmentations(task, 8) == variant_augmentations(stripped, 8)
-    table = build_examples([(stripped, False)], variants=8)
-    assert len(table) == 8 * len(task.train)
-
-
-def test_task_loss_is_small_for_the_right_answer_and_large_for_a_wrong_one() -> None:
-    cfg = SageConfig.preset("tiny")
-    outputs = torch.full((1, 30, 30), 10)
-    outputs[0, :2, :3] = torch.tensor([[1, 2, 3], [0, 0, 4]])
-    batch = {"outputs": outputs, "out_size": torch.tensor([[2, 3]])}
-    logits = torch.nn.functional.one_hot(outputs, cfg.vocab).float() * 30
-    size = torch.zeros(1, 30)
-    readout = type("R", (), {})()
-    readout.logits, readout.height_logits, readout.width_logits = logits, size.clone(), size.clone()
-    readout.height_logits[0, 1] = 30
-    readout.width_logits[0, 2] = 30
-    right = TaskLoss()(LossInputs([readout], batch))
-    readout.logits = logits.roll(1, dims=-1)
-    wrong = TaskLoss()(LossInputs([readout], batch))
-    assert right < 1e-3 and wrong > 10
-
-
-def test_adaptive_halting_stops_when_the_head_is_confident() -> None:
+def tiny(num_tasks: int = 3, **kw) -> SageModel:
     torch.manual_seed(0)
-    model = SageModel(SageConfig.preset("tiny")).eval()
-    tokens, codes = torch.randint(0, 11, (3, 30, 30)), torch.randn(3, model.config.code_dim)
+    return SageModel(SageConfig.preset("tiny").model_copy(update={"num_tasks": num_tasks, **kw})).eval()
+
+
+def grid(*rows) -> np.ndarray:
+    return np.array(rows, dtype=np.uint8)
+
+
+def test_presets_respect_the_size_limits() -> None:
+    small, large = SageModel(SageConfig.preset("small")), SageModel(SageConfig.preset("large"))
+    assert 6e6 < small.shared_parameters() <= 8e6 and 15e6 < large.shared_parameters() <= 32e6
+
+
+def test_a_pair_encodes_with_rows_newlines_positions_and_roles() -> None:
+    aug = Augmentation(0, (0, 2, 1, 3, 4, 5, 6, 7, 8, 9))
+    e = encode_pair(grid([1, 2], [3, 0]), grid([5]), aug)
+    assert e.tokens.tolist() == [11, 2, 1, 10, 3, 0, 10, 12, 5, 10, 13]
+    assert e.pos.tolist() == [[0, 0, 0], [1, 1, 0], [1, 2, 0], [1, 3, 0], [2, 1, 0], [2, 2, 0], [2, 3, 0],
+                              [0, 0, 1], [1, 1, 1], [1, 2, 1], [2, 0, 1]]
+    assert e.role.tolist() == [-1, 1, 2, -1, 3, 0, -1, -1, 5, -1, -1]  # colours before the permutation
+    assert e.output_start == 7 and decode_output(e.tokens[8:]).tolist() == [[5]]
+
+
+@pytest.mark.parametrize("tokens", [[1, 2, 10, 3, 10, 13], [10, 13], [1, 2, 10], [1, 11, 10, 13], [13],
+                                    [1] * 31 + [10, 13]])
+def test_decode_output_refuses_what_is_not_a_grid(tokens) -> None:
+    assert decode_output(tokens) is None
+
+
+def test_packed_documents_do_not_see_each_other() -> None:
+    m = tiny()
+    a = encode_pair(grid([1, 2]), grid([3]), Augmentation())
+    b = encode_pair(grid([4], [5]), grid([6, 7]), Augmentation(3))
+    cat = lambda *xs: torch.from_numpy(np.concatenate(xs))[None]  # noqa: E731
+    n_a, n_b = len(a.tokens), len(b.tokens)
+    doc = torch.tensor([[0] * n_a + [1] * n_b])
+    task = torch.tensor([[0] * n_a + [1] * n_b])
+    view = torch.tensor([[0] * n_a + [3] * n_b])
+    packed = m(cat(a.tokens, b.tokens), cat(a.pos, b.pos), task, view, cat(a.role, b.role), document_mask(doc))
+    alone = m(cat(b.tokens), cat(b.pos), task[:, n_a:], view[:, n_a:], cat(b.role), document_mask(doc[:, n_a:]))
+    assert torch.allclose(packed[:, n_a:], alone, atol=1e-5)
+
+
+def test_cached_decoding_reproduces_the_full_forward_pass() -> None:
+    m = tiny()
+    rng = np.random.default_rng(0)
+    e = encode_pair(rng.integers(0, 10, (3, 4)).astype(np.uint8), rng.integers(0, 10, (2, 5)).astype(np.uint8),
+                    Augmentation(5, (0, 3, 2, 1, 4, 5, 6, 7, 9, 8)))
+    t = lambda a: torch.from_numpy(a)[None]  # noqa: E731
+    n, p = len(e.tokens), e.output_start + 1
+    full = m(t(e.tokens), t(e.pos), torch.full((1, n), 2), torch.full((1, n), 5), t(e.role),
+             document_mask(torch.zeros(1, n, dtype=torch.long)))
+    cache = KVCache.empty(m.config, 1, n + 3, torch.device("cpu"), torch.float32)
+    cache.key_valid[:, :p] = True
+    mask = torch.ones(p, p, dtype=torch.bool).tril()[None, None]
+    steps = [m(t(e.tokens[:p]), t(e.pos[:p]), torch.full((1, p), 2), torch.full((1, p), 5), t(e.role[:p]), mask,
+               cache)[:, -1]]
+    row, col = torch.ones(1, dtype=torch.long), torch.ones(1, dtype=torch.long)
+    for i in range(p, n - 1):
+        tok = torch.tensor([int(e.tokens[i])])
+        pos, row, col = advance(tok, row, col)
+        assert pos[0].tolist() == e.pos[i].tolist()  # the decoder's cursor places tokens as training did
+        cache.key_valid[:, cache.length] = True
+        steps.append(m(tok[:, None], pos[:, None], torch.full((1, 1), 2), torch.full((1, 1), 5),
+                       torch.tensor([[int(e.role[i])]]), cache.key_valid[:, None, None, :], cache)[:, -1])
+    assert torch.allclose(torch.cat(steps), full[0, p - 1:n - 1], atol=1e-5)
+
+
+def test_batched_generation_equals_one_job_at_a_time() -> None:
+    m = tiny(2)
     with torch.no_grad():
-        model.decoder.halt.bias.fill_(10.0)  # every step says "final"
-    _, used = run_steps(model, tokens, codes, PredictConfig(halting="adaptive"))
-    assert used.tolist() == [1.0, 1.0, 1.0]
-    _, used = run_steps(model, tokens, codes, PredictConfig(halting="fixed"))
-    assert used.tolist() == [model.config.max_steps] * 3
+        m.head.weight.normal_(0, 0.5)  # varied lengths, so finished rows are dropped mid-batch
+    rng = np.random.default_rng(0)
+    jobs = [Job(rng.integers(0, 10, (int(rng.integers(1, 6)), int(rng.integers(1, 6)))).astype(np.uint8), a, i % 2)
+            for i, a in enumerate(view_augmentations("abcdef0123456789", 20))]
+    batched = generate(m, jobs, max_new=60)
+    for job, b in zip(jobs, batched, strict=True):
+        s = generate(m, [job], max_new=60)[0]
+        assert abs(s.logprob - b.logprob) < 1e-3 and (s.grid is None) == (b.grid is None)
+
+
+def test_a_model_that_writes_the_answer_is_decoded_and_mapped_back() -> None:
+    """Bias the head to emit '3 3 <newline> <end>': every view must return [[3, 3]] mapped back."""
+    m = tiny(1)
     with torch.no_grad():
-        model.decoder.halt.bias.fill_(-10.0)
-    _, used = run_steps(model, tokens, codes, PredictConfig(halting="adaptive"))
-    assert used.tolist() == [model.config.max_steps] * 3
+        m.head.weight.zero_()
+    script = iter([3, 3, NEWLINE, END])
+    real_forward = m.forward
+
+    def forced(*a, **k):
+        logits = real_forward(*a, **k)
+        logits[:, -1, next(script, END)] += 100.0
+        return logits
+    m.forward = forced
+    aug = Augmentation(2, (0, 5, 2, 4, 3, 1, 6, 7, 8, 9))  # colour 4 is written as 3 under this view
+    (c,) = generate(m, [Job(grid([1, 2]), aug, 0)], max_new=10)
+    assert c.grid.tolist() == [[4, 4]] and -1e-3 < c.logprob <= 0
 
 
-def test_vote_ranks_by_count_then_confidence() -> None:
-    a, b, c = np.zeros((2, 2), np.uint8), np.ones((2, 2), np.uint8), np.ones((1, 2), np.uint8)
-    ranked = vote([a, b, b, c, a], [0.1, 0.2, 0.2, 0.9, 0.9])
-    assert [g.tolist() for g in ranked] == [a.tolist(), b.tolist(), c.tolist()]
+def test_views_are_deterministic_unique_and_start_with_the_dihedral_group() -> None:
+    v = view_augmentations("0123456789abcdef", 24)
+    assert v == view_augmentations("0123456789abcdef", 24) and len(set(v)) == 24
+    assert [a.dihedral for a in v[:8]] == list(range(8)) and all(a.colors == tuple(range(10)) for a in v[:8])
+    assert all(a.colors[0] == 0 for a in v)
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny")
-    model = SageModel(SageConfig.preset("tiny"))
-    tasks = load_dataset("arc1", "evaluation")[:2]
-    codes = TaskCodes(torch.randn(2 * 4, model.config.code_dim), [fingerprint(t) for t in tasks], 4)
-    save_model(folder, model, codes)
-    return folder
+def test_the_vote_ranks_by_count_then_likelihood_and_never_prefers_a_copy() -> None:
+    test_input = grid([1, 1])
+    tally = Tally.empty()
+    a, b, c = grid([2]), grid([3]), grid([4])
+    tally.add([Candidate(a, -5.0), Candidate(b, -1.0), Candidate(a, -5.0), Candidate(b, -1.0), Candidate(c, -0.1),
+               Candidate(None, 0.0), Candidate(test_input, 0.0), Candidate(test_input, 0.0),
+               Candidate(test_input, 0.0)], test_input)
+    assert [g.tolist() for g in tally.ranked()[:3]] == [[[3]], [[2]], [[4]]]  # b wins the tie on likelihood
+    assert tally.invalid == 1 and tally.views == 9
+    assert tally.attempts(test_input) == {"attempt_1": [[3]], "attempt_2": [[2]]}
+    assert tally.leader_share() == pytest.approx(2 / 5)
+    assert tally.top_two_settled(0) and not tally.top_two_settled(1)
+    only_copies = Tally.empty()
+    only_copies.add([Candidate(test_input, -1.0)], test_input)
+    assert only_copies.attempts(grid([9]))["attempt_1"] == [[1, 1]]
 
 
-def test_checkpoint_round_trip(tiny_model_dir) -> None:
-    model, codes = load_model(tiny_model_dir)
-    again = SageModel(model.config)
-    assert codes is not None and codes.variants == 4 and len(codes.rows) == 2
-    again.load_state_dict(model.state_dict())
-    tokens, c = torch.randint(0, 11, (1, 30, 30)), torch.randn(1, model.config.code_dim)
-    assert torch.equal(model(tokens, c)[-1].logits, again.eval()(tokens, c)[-1].logits)
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_model_folders_round_trip_in_shards(tmp_path, monkeypatch, precision) -> None:
+    import sage_distill.student.checkpoint as ckpt
+
+    monkeypatch.setattr(ckpt, "MAX_SHARD_BYTES", 40_000)  # force several shards
+    m = tiny(3)
+    save_model(tmp_path, m, ["fa", "fb", "fc"], precision=precision)
+    shards = sorted(tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1 and all(s.stat().st_size <= 60_000 for s in shards)
+    loaded, fps = load_model(tmp_path)
+    assert fps == ["fa", "fb", "fc"]
+    tol = 0.01 if precision == "bf16" else 0.02
+    for (name, a), b in zip(m.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=tol * float(a.abs().max()) + 1e-6), name
+    if precision == "int8":
+        assert any(t.dtype == torch.int8 for s in shards for t in load_file(s).values())
 
 
-def test_predict_is_deterministic_resumable_and_fits_unseen_tasks(tiny_model_dir, tmp_path) -> None:
-    model, codes = load_model(tiny_model_dir)
-    # Two tasks with codes in the table and one the model has never seen (codes fitted).
-    tasks = [t.without_answers() for t in load_dataset("arc1", "evaluation")[:2]]
-    tasks.append(load_dataset("arc1", "training")[0].without_answers())
-    cfg = PredictConfig(tta_steps=2)
-    stats = predict_file(model, codes, tasks, tmp_path / "a.json", cfg)
-    assert stats["codes_fitted"] == 1 and stats["tasks"] == 3
-    first = json.loads((tmp_path / "a.json").read_text())
-    assert set(first) == {t.id for t in tasks}
-    assert all(len(first[t.id]) == len(t.test_inputs) for t in tasks)
-    # A killed run: one finished task and a line cut mid-write. The resumed run redoes the rest.
-    partial = tmp_path / "b.json.partial.jsonl"
-    row = {"task": tasks[0].id, "attempts": first[tasks[0].id], "steps": 1.0, "codes": "table", "seconds": 0.1}
-    partial.write_text(json.dumps(row) + "\n" + '{"task": "cut')
-    predict_file(model, codes, tasks, tmp_path / "b.json", cfg)
-    assert json.loads((tmp_path / "b.json").read_text()) == first
-    assert not partial.exists()
-
-
-def test_demo_runs_the_released_model(tmp_path) -> None:
-    report = run_demo(tmp_path, tasks=1)
-    assert report["tasks"] == 1 and set(report["baselines"]) == {"copy", "background"}
-    assert list((tmp_path / "renders").glob("*.png"))
-    assert (tmp_path / "predictions.json").exists()
+def test_broken_model_folders_are_refused_by_name(tmp_path) -> None:
+    save_model(tmp_path, tiny(2), ["fa", "fb"])
+    shard = next(tmp_path.glob("model*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(SageError, match="cannot read weights"):
+        load_model(tmp_path)
+    (tmp_path / "tasks.json").unlink()
+    with pytest.raises(SageError, match="missing tasks.json"):
+        load_model(tmp_path)

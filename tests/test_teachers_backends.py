@@ -1,20 +1,34 @@
-"""The local Hugging Face teacher, the SAGE teacher, and building either from config."""
+"""The local Hugging Face teacher, the online SAGE teacher, and building either from config."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import SiglipVisionConfig, SiglipVisionModel, ViTConfig, ViTModel
 
+from sage_distill.arc import load_dataset
 from sage_distill.errors import SageError
 from sage_distill.student import SageConfig, SageModel
-from sage_distill.student.checkpoint import TaskCodes, save_model
+from sage_distill.student.checkpoint import load_model, save_model
+from sage_distill.student.modeling_sage import document_mask
 from sage_distill.teachers import TeacherConfig, build_teacher, render_canvases, teacher_targets
+from sage_distill.teachers.base import to_canvas
 from sage_distill.teachers.hf import HFTeacher
+from sage_distill.training.data import PackedRows, StepBatches, build_pairs
 
-TINY_SAGE = SageConfig(hidden=32, heads=2, layers_per_step=1, max_steps=2, task_tokens=2, code_dim=8)
+TINY_SAGE = SageConfig(hidden=32, heads=2, layers=2, mlp_hidden=64, num_tasks=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and far faster on a shared, loaded CPU (no OpenMP spinning)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def canvases(n: int = 2) -> torch.Tensor:
@@ -62,40 +76,87 @@ def sage_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[SageModel, Path]
     torch.manual_seed(0)
     model = SageModel(TINY_SAGE).eval()
     folder = tmp_path_factory.mktemp("sage")
-    codes = TaskCodes(torch.randn(4, 8), ["fpA", "fpB"], variants=2)
-    save_model(folder, model, codes)
-    return model, folder
+    save_model(folder, model, ["fpA", "fpB"])
+    return load_model(folder)[0], folder  # as stored (bf16 weights)
 
 
-def test_sage_teacher_features_and_logits(sage_dir: tuple[SageModel, Path]) -> None:
+def packed_batch() -> dict[str, torch.Tensor]:
+    """A real packed batch of two small tasks' demonstration pairs (student task rows 0 and 1)."""
+    small = [t for t in load_dataset("arc1", "training")
+             if max(g.size for p in t.train for g in (p.input, p.output)) <= 36][:2]
+    table = build_pairs([(t.without_answers(), False) for t in small])
+    return StepBatches(PackedRows(table, 256, seed=0), 2, rank=0, world=1)[0]
+
+
+def test_sage_teacher_gives_per_token_logits_and_hidden_states(sage_dir: tuple[SageModel, Path]) -> None:
     model, folder = sage_dir
-    teacher = build_teacher(TeacherConfig(kind="sage", weights=str(folder), layer=0))
-    q = canvases()
-    codes = teacher.codes_for(["fpB", "unknown"], [1, 0])
-    out = teacher.encode(q, codes=codes)
+    teacher = build_teacher(TeacherConfig(kind="sage", weights=str(folder)))
+    batch = packed_batch()
+    rows = teacher.task_rows(["fpB", "fpA"])  # the student's rows in another order: matched by fingerprint
+    assert rows.tolist() == [1, 0]
+    reads = {k: v for k, v in batch.items() if k != "labels"}  # the teacher never needs the labels
+    out = teacher.targets(reads, rows)
+    b, n = batch["tokens"].shape
+    assert out["logits"].shape == (b, n, 14) and out["features"].shape == (b, n, 32)
+    assert teacher.feature_dim == 32 and out["logits"].dtype == out["features"].dtype == torch.float32
     with torch.no_grad():
-        want = model(q, codes, 2)[0]
-    assert out["features"].shape == (2, 900, 32) and out["logits"].shape == (2, 30, 30, 11)
-    assert torch.allclose(out["features"], want.state[:, 2:], atol=1e-5)
-    assert torch.allclose(out["logits"], want.logits, atol=1e-5)
-    assert torch.equal(codes[0], teacher.codes.table[3])  # fpB's second variant
-    assert torch.allclose(codes[1], teacher.codes.mean()[0])  # an unseen task gets the mean code
+        want = model(batch["tokens"], batch["pos"], rows[batch["task"]], batch["view"], batch["role"],
+                     document_mask(batch["doc"]))
+        assert torch.allclose(out["logits"], want, atol=1e-5)
+        assert torch.allclose(model.head(out["features"]), want, atol=1e-5)  # the head's input
+    # Documents do not see each other: changing a row's first document leaves its second one as it was.
+    first, second = batch["doc"][0] == 0, batch["doc"][0] == 1
+    assert first.any() and second.any()
+    tokens = reads["tokens"].clone()
+    tokens[0, first] = (tokens[0, first] + 1) % 10
+    moved = teacher.targets({**reads, "tokens": tokens}, rows)["logits"][0]
+    assert torch.allclose(moved[second], out["logits"][0][second], atol=1e-5)
+    assert not torch.allclose(moved[first], out["logits"][0][first], atol=1e-3)
+    assert not out["logits"].requires_grad and not any(p.requires_grad for p in teacher.model.parameters())
 
 
-def test_teacher_targets_for_a_training_batch(sage_dir: tuple[SageModel, Path]) -> None:
-    teacher = build_teacher({"kind": "sage", "weights": str(sage_dir[1])})
-    batch = {"inputs": canvases(3), "outputs": torch.zeros(3, 30, 30, dtype=torch.long)}
-    grid = teacher_targets(teacher, batch, pool="grid")
-    spatial = teacher_targets(teacher, batch, pool="3x3")
-    assert grid["features"].shape == (3, 1, 32) and spatial["features"].shape == (3, 9, 32)
-    assert grid["logits"].shape == (3, 30, 30, 11)
-    assert torch.allclose(grid["features"][:, 0], spatial["features"].mean(1), atol=1e-5)  # 3x3 tiles 30x30
+def test_sage_teacher_gives_unseen_tasks_its_mean_embedding(sage_dir: tuple[SageModel, Path]) -> None:
+    model, folder = sage_dir
+    teacher = build_teacher({"kind": "sage", "weights": str(folder)})
+    rows = teacher.task_rows(["fpA", "never seen"])
+    assert rows.tolist() == [0, 2]
+    tasks = teacher.model.tasks
+    assert torch.allclose(tasks.task.weight[2], model.tasks.task.weight.mean(0))
+    assert torch.allclose(tasks.colour.weight[20:30], model.tasks.colour.weight.view(2, 10, -1).mean(0))
+    assert torch.equal(tasks.task.weight[:2], model.tasks.task.weight)
+    with pytest.raises(SageError, match="needs packed batch keys doc"):
+        teacher.targets({k: v for k, v in packed_batch().items() if k != "doc"}, rows)
+
+
+def test_sage_teacher_in_bfloat16(sage_dir: tuple[SageModel, Path]) -> None:
+    _, folder = sage_dir
+    batch = packed_batch()
+    full = build_teacher({"kind": "sage", "weights": str(folder)})
+    half = build_teacher({"kind": "sage", "weights": str(folder), "dtype": "bfloat16"})
+    a = full.targets(batch, full.task_rows(["fpA", "fpB"]))["logits"]
+    b = half.targets(batch, half.task_rows(["fpA", "fpB"]))["logits"]
+    assert b.dtype == torch.float32 and (a - b).abs().max() < 0.1
+
+
+def test_grid_teacher_targets(siglip_dir: tuple[SiglipVisionModel, Path]) -> None:
+    teacher = build_teacher({"kind": "hf", "weights": str(siglip_dir[1])})
+    grids = [np.array([[1, 2], [3, 4]]), np.full((5, 3), 7)]
+    grid = teacher_targets(teacher, grids, pool="grid")
+    spatial = teacher_targets(teacher, grids, pool="none")
+    assert grid["features"].shape == (2, 1, 32) and spatial["features"].shape == (2, 4, 32)
+    assert torch.allclose(grid["features"][:, 0], spatial["features"].mean(1), atol=1e-5)
+    canvases = torch.from_numpy(np.stack([to_canvas(g) for g in grids]))
+    assert torch.equal(teacher_targets(teacher, canvases, pool="grid")["features"], grid["features"])
 
 
 def test_config_errors_are_clear(sage_dir: tuple[SageModel, Path], tmp_path: Path) -> None:
     with pytest.raises(SageError, match="needs --tokenizer"):
         build_teacher({"kind": "groot", "weights": str(tmp_path)})
     with pytest.raises(SageError, match="KxK"):
-        build_teacher({"kind": "sage", "weights": str(sage_dir[1]), "pool": "big"})
-    with pytest.raises(SageError, match="step must be"):
-        build_teacher({"kind": "sage", "weights": str(sage_dir[1]), "layer": 5})
+        build_teacher({"kind": "hf", "weights": str(tmp_path), "pool": "big"})
+    with pytest.raises(SageError, match="final hidden states"):
+        build_teacher({"kind": "sage", "weights": str(sage_dir[1]), "layer": 1})
+    with pytest.raises(SageError, match="not a SAGE model folder"):
+        build_teacher({"kind": "sage", "weights": str(tmp_path)})
+    with pytest.raises(SageError, match="does not read grids"):
+        teacher_targets(build_teacher({"kind": "sage", "weights": str(sage_dir[1])}), [np.zeros((2, 2))])

@@ -72,7 +72,7 @@ def test_keys_depend_on_what_the_teacher_sees_only() -> None:
     assert query_key(g) == query_key(g.copy())
     assert query_key(g) != query_key(g.T.copy())  # same cells, other shape
     assert query_key(g) != query_key(g, ((g, g),))  # context is part of the key
-    rows, inputs, _ = plan(TASKS, "none")
+    rows, inputs = plan(TASKS, "none")
     assert len({r["key"] for r in rows}) == len(rows) == len(inputs)
     assert rows == plan(list(reversed(TASKS)), "none")[0]  # order does not depend on the caller's order
 

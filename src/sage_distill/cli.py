@@ -192,14 +192,14 @@ app.add_typer(features_app, name="features")
 
 
 @app.command("extract")
-def extract(teacher: Annotated[str, Opt("--teacher", help="groot | hf | sage")],
-            weights: Annotated[Path, Opt("--weights", help="Local folder: GR00T checkpoint, HF model or SAGE model.")],
+def extract(teacher: Annotated[str, Opt("--teacher", help="groot | hf (the SAGE teacher runs online, not here)")],
+            weights: Annotated[Path, Opt("--weights", help="Local folder: GR00T checkpoint or HF model.")],
             dataset: Annotated[str, Opt("--dataset")], split: Annotated[str, Opt("--split")],
             out: Annotated[Path, Opt("--out", help="Store directory; rerun the same command to resume.")],
             tokenizer: Annotated[Path | None, Opt("--tokenizer", help="groot: local Qwen3 tokenizer folder.")] = None,
             pool: Annotated[str, Opt("--pool", help="none | grid | KxK")] = "grid",
             layer: Annotated[int | None, Opt("--layer", help="groot: LM layers 1-12; hf: hidden_states "
-                                                            "index; sage: step.")] = None,
+                                                            "index.")] = None,
             context: Annotated[str, Opt("--context", help="none | demos (groot: show demo pairs first)")] = "none",
             batch_size: Annotated[int, Opt("--batch-size")] = 32,
             shard_size: Annotated[int, Opt("--shard-size", help="Grids per shard.")] = 1024,

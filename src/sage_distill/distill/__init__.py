@@ -1,1 +1,2 @@
-"""Distillation: a registry of weighted loss terms (task, halting, teacher-matching)."""
+"""Distillation: a registry of weighted, model-agnostic loss terms (task cross-entropy, logit KL,
+feature matching through a trained projector)."""

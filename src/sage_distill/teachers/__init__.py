@@ -1,5 +1,6 @@
-"""Teachers: one protocol (`Teacher.encode`), three backends (GR00T N1.5 backbone, any local Hugging
-Face vision model, a SAGE model), leak-free inputs, and an on-disk feature store."""
+"""Teachers: grid teachers behind one protocol (`Teacher.encode`: the GR00T N1.5 backbone, any local
+Hugging Face vision model) with leak-free inputs and an on-disk feature store, and a trained SAGE
+model as an online teacher of per-token logits and hidden states (`SageTeacher.targets`)."""
 
 from .base import (
     Teacher,

@@ -59,8 +59,8 @@ def query_key(query: np.ndarray, context: tuple[tuple[np.ndarray, np.ndarray], .
 
 
 def batch_keys(inputs: torch.Tensor) -> list[str]:
-    """Store keys (context "none") of a training batch's input canvases [B, 30, 30]: each grid is cut
-    out of its canvas wherever it was placed, so translated inputs still find their row."""
+    """Store keys (context "none") of grids drawn on canvases [B, 30, 30] (10 = outside): each grid
+    is cut out of its canvas wherever it sits, so a grid drawn off the corner still finds its row."""
     keys = []
     for canvas in inputs.cpu().numpy():
         rows, cols = np.nonzero(canvas != OUTSIDE)
@@ -138,8 +138,9 @@ def parse_pool(pool: str) -> int:
 
 @runtime_checkable
 class Teacher(Protocol):
-    """A frozen teacher. `encode` maps a batch of query canvases (and optional demo context) to
-    {"features": [B, H*W, D] spatial tokens, "logits": [B, 30, 30, V] where it has them}."""
+    """A frozen grid teacher (GR00T backbone, Hugging Face vision model). `encode` maps a batch of
+    query canvases [B, 30, 30] (and optional demo context) to {"features": [B, H*W, D]}, spatial
+    tokens laid out on `tokens_hw`."""
 
     name: str
     model: torch.nn.Module
@@ -147,8 +148,8 @@ class Teacher(Protocol):
     feature_dim: int
     tokens_hw: tuple[int, int]  # the spatial token grid "features" is laid out on
 
-    def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None,
-               codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]: ...
+    def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None
+               ) -> dict[str, torch.Tensor]: ...
 
 
 def canvases_of(inputs: list[TeacherInput]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:

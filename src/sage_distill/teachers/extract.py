@@ -1,4 +1,6 @@
-"""`sage-distill extract`: run a teacher over a dataset split's grids and fill a feature store."""
+"""`sage-distill extract`: run a grid teacher (GR00T backbone, Hugging Face vision model) over a
+dataset split's input grids and fill a feature store. The SAGE teacher is not extracted: it reads
+the student's packed training sequences online (`SageTeacher.targets`)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from tqdm import tqdm
 
 from ..arc.datasets import load_dataset
 from ..arc.task import Task
-from ..training.data import fingerprint
 from .base import (
     ContextMode,
     Teacher,
@@ -29,24 +30,22 @@ from .store import write_store
 log = logging.getLogger(__name__)
 
 
-def plan(tasks: list[Task], context: ContextMode) -> tuple[list[dict[str, str]], list[TeacherInput], list[str]]:
+def plan(tasks: list[Task], context: ContextMode) -> tuple[list[dict[str, str]], list[TeacherInput]]:
     """Rows in store order (tasks sorted by id, then place), one per distinct teacher input.
 
     Answers are stripped here, once, before anything reaches a teacher."""
-    rows, inputs, fps, seen = [], [], [], set()
+    rows, inputs, seen = [], [], set()
     for task in sorted(tasks, key=lambda t: t.id):
-        fp = fingerprint(task)
         for ti, place in teacher_inputs(task.without_answers(), context):
             if ti.key in seen:  # the same grid in the same context: one row serves both
                 continue
             seen.add(ti.key)
             rows.append({"key": ti.key, "task": task.id, "place": place})
             inputs.append(ti)
-            fps.append(fp)
-    return rows, inputs, fps
+    return rows, inputs
 
 
-def make_compute(teacher: Teacher, inputs: list[TeacherInput], fps: list[str], pool: str, batch_size: int,
+def make_compute(teacher: Teacher, inputs: list[TeacherInput], pool: str, batch_size: int,
                  bar: tqdm | None = None) -> Callable[[int, int], dict[str, torch.Tensor]]:
     """Rows [start, start+count) in batches that start at `start`: a shard's batches never depend on
     which shards ran before, which is what makes a resumed store byte-identical."""
@@ -55,10 +54,7 @@ def make_compute(teacher: Teacher, inputs: list[TeacherInput], fps: list[str], p
         for b in range(start, start + count, batch_size):
             chunk = inputs[b:min(b + batch_size, start + count)]
             queries, context = canvases_of(chunk)
-            codes = None
-            if hasattr(teacher, "codes_for"):  # a SAGE teacher reads its task through its own code
-                codes = teacher.codes_for(fps[b:b + len(chunk)], [0] * len(chunk))
-            out = teacher.encode(queries, context if any(context) else None, codes=codes)
+            out = teacher.encode(queries, context if any(context) else None)
             parts.setdefault("features", []).append(pool_tokens(out["features"], teacher.tokens_hw, pool).cpu())
             if "logits" in out:
                 parts.setdefault("logits", []).append(out["logits"].cpu())
@@ -72,13 +68,16 @@ def extract(teacher: Teacher, tasks: list[Task], out: str | Path, *, source: dic
             context: ContextMode = "none", batch_size: int = 32, shard_size: int = 1024,
             store_dtype: str = "bfloat16", on_shard: Callable[[int], None] | None = None,
             progress: bool = True) -> dict[str, Any]:
+    if not isinstance(teacher, Teacher):
+        raise TeacherError(f"the {teacher.name} teacher does not read grids, so it has no feature store: "
+                           "it runs online on packed training batches", file="--teacher")
     parse_pool(pool)
-    rows, inputs, fps = plan(tasks, context)
+    rows, inputs = plan(tasks, context)
     spec = {"teacher": teacher.name, **source, "layer": teacher.layer, "pooling": pool, "context": context,
             "dtype": store_dtype, "feature_dim": teacher.feature_dim, "tokens_hw": list(teacher.tokens_hw),
             "shard_size": shard_size, "tasks": sorted(t.id for t in tasks)}
     with tqdm(total=len(rows), unit="grid", disable=not progress, desc=f"extract {teacher.name}") as bar:
-        compute = make_compute(teacher, inputs, fps, pool, batch_size, bar)
+        compute = make_compute(teacher, inputs, pool, batch_size, bar)
         manifest = write_store(out, spec, rows, compute, on_shard=on_shard)
     log.info("store %s: %d rows in %d shards", out, len(rows), len(manifest["shards"]))
     return manifest
@@ -111,8 +110,11 @@ def extract_command(*, teacher: str, weights: Path, tokenizer: Path | None, pool
                                ("--limit", limit, 1)):
         if value is not None and not low <= value <= 10_000_000:
             raise TeacherError(f"must be a whole number from {low} to 10000000, got {value}", file=option)
-    if teacher not in ("groot", "hf", "sage"):
-        raise TeacherError(f"must be groot, hf or sage, got '{teacher}'", file="--teacher")
+    if teacher == "sage":
+        raise TeacherError("the SAGE teacher is not extracted: it reads the student's packed training sequences "
+                           "online; extract supports groot and hf", file="--teacher")
+    if teacher not in ("groot", "hf"):
+        raise TeacherError(f"must be groot or hf, got '{teacher}'", file="--teacher")
     parse_pool(pool)
     check_device(device)
     if not weights.exists():

@@ -1,13 +1,18 @@
-"""Build a teacher from config, and compute its targets for a training batch (online distillation)."""
+"""Build a teacher from config, and compute a grid teacher's targets for a batch of grids (online
+distillation). The SAGE teacher works on packed training batches instead: `SageTeacher.targets`."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from .base import Teacher, TeacherError, parse_pool, pool_tokens
+from .base import Teacher, TeacherError, parse_pool, pool_tokens, to_canvas
+
+if TYPE_CHECKING:
+    from .sage import SageTeacher
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -20,11 +25,10 @@ class TeacherConfig(BaseModel):
     kind: Literal["groot", "hf", "sage"]
     weights: str  # a local folder: GR00T checkpoint, HF model, or SAGE model
     tokenizer: str | None = None  # groot: a local Qwen3 tokenizer folder (required)
-    layer: int | None = None  # groot: LM layers run (1..12, default 12); hf: hidden_states index; sage: step
-    pool: str = "grid"  # none | grid | KxK
+    layer: int | None = None  # groot: LM layers run (1..12, default 12); hf: hidden_states index; sage: none
+    pool: str = "grid"  # groot, hf: none | grid | KxK
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] | None = None  # default: bf16 on GPU, fp32 on CPU
-    steps: int | None = None  # sage: refinement steps to run
     arch: Literal["full", "tiny"] = "full"  # groot: tiny only for tests and smoke runs
 
     def torch_dtype(self) -> torch.dtype:
@@ -33,14 +37,14 @@ class TeacherConfig(BaseModel):
         return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
 
 
-def build_teacher(cfg: TeacherConfig | dict) -> Teacher:
+def build_teacher(cfg: TeacherConfig | dict) -> Teacher | SageTeacher:
     """A ready, frozen teacher on cfg.device. Raises TeacherError on bad weights or options."""
     teacher = _build(cfg if isinstance(cfg, TeacherConfig) else TeacherConfig.model_validate(cfg))
     teacher.model.requires_grad_(False)  # frozen even if its parameters end up near an optimiser
     return teacher
 
 
-def _build(cfg: TeacherConfig) -> Teacher:
+def _build(cfg: TeacherConfig) -> Teacher | SageTeacher:
     parse_pool(cfg.pool)
     dtype = cfg.torch_dtype()
     if cfg.kind == "groot":
@@ -58,17 +62,20 @@ def _build(cfg: TeacherConfig) -> Teacher:
         return HFTeacher(cfg.weights, -1 if cfg.layer is None else cfg.layer, cfg.device, dtype)
     from .sage import SageTeacher
 
-    return SageTeacher(cfg.weights, -1 if cfg.layer is None else cfg.layer, cfg.steps, cfg.device, dtype)
+    if cfg.layer is not None:
+        raise TeacherError("the SAGE teacher gives its final hidden states: leave the layer out", file="--layer")
+    return SageTeacher(cfg.weights, cfg.device, dtype)
 
 
-def teacher_targets(teacher: Teacher, batch: dict[str, torch.Tensor], pool: str = "grid",
-                    codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """LossInputs.teacher for a training batch: {"features": [B, L, D] float32, "logits"?: [B,30,30,V]}.
-
-    Reads only batch["inputs"] (the student's [B, 30, 30] input canvases, 10 = outside), so the
-    teacher sees exactly what the student sees and never the targets."""
-    out = teacher.encode(batch["inputs"], codes=codes)
-    targets = {"features": pool_tokens(out["features"], teacher.tokens_hw, pool).float()}
-    if "logits" in out:
-        targets["logits"] = out["logits"].float()
-    return targets
+def teacher_targets(teacher: Teacher, grids: torch.Tensor | list[np.ndarray], pool: str = "grid"
+                    ) -> dict[str, torch.Tensor]:
+    """LossInputs.teacher for a batch of grids seen by a grid teacher (GR00T, Hugging Face):
+    {"features": [B, L, D] float32} with L = 1 ("grid"), K*K ("KxK") or the teacher's whole token
+    grid ("none"). `grids` are [B, 30, 30] canvases (10 = outside) or a list of grids; pass only
+    grids the student reads as input, never a test output."""
+    if not hasattr(teacher, "encode"):
+        raise TeacherError(f"the {teacher.name} teacher does not read grids: use its targets() on a packed batch")
+    if not isinstance(grids, torch.Tensor):
+        grids = torch.from_numpy(np.stack([to_canvas(np.asarray(g)) for g in grids]))
+    out = teacher.encode(grids)
+    return {"features": pool_tokens(out["features"], teacher.tokens_hw, pool).float()}

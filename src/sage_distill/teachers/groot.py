@@ -158,8 +158,8 @@ class GrootTeacher:
         self.tokens_hw = (side, side)
 
     @torch.no_grad()  # not inference_mode: targets must stay usable in autograd and in-place ops
-    def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None,
-               codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None
+               ) -> dict[str, torch.Tensor]:
         b, n_tok = queries.shape[0], self.arch.tokens_per_image
         context = context or [[] for _ in range(b)]
         canvases = [c for i in range(b) for c in [*context[i], queries[i]]]  # reading order

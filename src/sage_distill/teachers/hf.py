@@ -64,8 +64,8 @@ class HFTeacher:
             raise TeacherError(f"layer must be in -{n_layers + 1}..{n_layers} for this model, got {layer}")
 
     @torch.no_grad()  # not inference_mode: targets must stay usable in autograd and in-place ops
-    def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None,
-               codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None
+               ) -> dict[str, torch.Tensor]:
         if context and any(context):
             raise TeacherError("a vision-encoder teacher sees one grid at a time; use context 'none'")
         pixels = render_canvases(queries.to(self.device), self.image_size, self.mean, self.std).to(self.dtype)

@@ -1,54 +1,81 @@
-"""A trained SAGE model as the teacher of a smaller SAGE: its reasoning core's state at a chosen step
-(the 900 cell positions, a 30x30 grid) and that step's per-cell logits."""
+"""A trained SAGE ARC model as the frozen teacher of a smaller one, run online on the student's own
+packed training batch: per-token next-token logits and final hidden states (after the last norm).
+
+The teacher sees exactly what the student sees: it reads only the batch's tokens, positions, task
+rows, views, colour roles and document ids, never its labels, and the batches themselves hold no
+evaluation test output (`training.data` strips those before any pair is taken). Tasks are matched
+by fingerprint, never by id: student row i is the teacher's row of the same fingerprint, and a task
+the teacher has no embedding for gets the mean of its task embeddings.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
-from ..student.checkpoint import TaskCodes
+from ..student.modeling_sage import SageModel, TaskEmbeddings, document_mask, flex_document_mask
 from ..utils.loading import load_sage_model
 from .base import TeacherError
 
+log = logging.getLogger(__name__)
+READS = ("tokens", "pos", "task", "view", "role", "doc")  # the batch keys the teacher reads; never "labels"
+
 
 class SageTeacher:
-    """`layer` is the refinement step read (0-based; -1 = the last of `steps`)."""
-
     name = "sage"
+    layer = -1  # final hidden states (after the model's last RMSNorm), the head's input
 
-    def __init__(self, folder: str | Path, layer: int = -1, steps: int | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        self.model, self.codes = load_sage_model(folder, str(device), "--weights")
-        self.model.to(dtype)
-        cfg = self.model.config
-        self.steps = steps or cfg.max_steps
-        if not -self.steps <= layer < self.steps:
-            raise TeacherError(f"step must be in -{self.steps}..{self.steps - 1}, got {layer}")
-        self.layer, self.feature_dim, self.tokens_hw = layer, cfg.hidden, (cfg.canvas, cfg.canvas)
+    def __init__(self, folder: str | Path, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        model, fingerprints = load_sage_model(folder, str(device), "--weights")
+        self.model: SageModel = with_mean_task(model, len(fingerprints)).to(dtype).eval()
+        self.model.requires_grad_(False)
+        self.fingerprints = list(fingerprints)
+        self.rows = {fp: i for i, fp in enumerate(self.fingerprints)}
+        self.unseen_row = len(self.fingerprints)  # the appended mean row
+        self.feature_dim, self.vocab = model.config.hidden, model.head.out_features
         self.device, self.dtype = torch.device(device), dtype
 
-    def codes_for(self, fingerprints: list[str], variants: list[int]) -> torch.Tensor:
-        """The teacher's own task codes for (task fingerprint, augmentation variant) rows; a task it
-        never saw gets the mean code, as an unseen task does at prediction time."""
-        code_dim = self.model.config.code_dim
-        if self.codes is None:
-            return torch.zeros(len(fingerprints), code_dim, device=self.device)
-        codes: TaskCodes = self.codes
-        rows = []
-        for fp, v in zip(fingerprints, variants, strict=True):
-            table = codes.lookup(fp)
-            rows.append((table if table is not None else codes.mean())[v % codes.variants])
-        return torch.stack(rows).to(self.device)
+    def task_rows(self, fingerprints: list[str]) -> torch.Tensor:
+        """[N] long: the teacher's embedding row for each student task row (given by its fingerprint)."""
+        rows = [self.rows.get(fp, self.unseen_row) for fp in fingerprints]
+        unseen = sum(r == self.unseen_row for r in rows)
+        if unseen:
+            log.warning("the SAGE teacher has no embedding for %d of %d tasks: they get its mean task embedding",
+                        unseen, len(rows))
+        return torch.tensor(rows, dtype=torch.long, device=self.device)
 
     @torch.no_grad()  # not inference_mode: targets must stay usable in autograd and in-place ops
-    def encode(self, queries: torch.Tensor, context: list[list[torch.Tensor]] | None = None,
-               codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        if context and any(context):
-            raise TeacherError("a SAGE teacher reads its task through codes, not context grids")
-        if codes is None:
-            codes = torch.zeros(queries.shape[0], self.model.config.code_dim, device=self.device)
-        readouts = self.model(queries.to(self.device).long(), codes.to(self.device, self.dtype), self.steps)
-        r = readouts[self.layer]
-        t = self.model.config.task_tokens
-        return {"features": r.state[:, t:], "logits": r.logits}
+    def targets(self, batch: dict[str, torch.Tensor], task_rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """LossInputs.teacher for a packed batch ([B, L] rows, as `training.data.StepBatches` yields):
+        {"logits": [B, L, V] float32, "features": [B, L, D] float32}. `task_rows` maps the batch's
+        student task rows to the teacher's (see `task_rows`)."""
+        missing = [k for k in READS if k not in batch]
+        if missing:
+            raise TeacherError(f"the SAGE teacher needs packed batch keys {', '.join(missing)}")
+        b = {k: batch[k].to(self.device) for k in READS}
+        mask = flex_document_mask(b["doc"]) if self.device.type == "cuda" else document_mask(b["doc"])
+        hidden: list[torch.Tensor] = []
+        hook = self.model.norm.register_forward_hook(lambda _m, _i, out: hidden.append(out))
+        try:
+            logits = self.model(b["tokens"], b["pos"], task_rows.to(self.device)[b["task"]], b["view"], b["role"], mask)
+        finally:
+            hook.remove()
+        return {"logits": logits.float(), "features": hidden[-1].float()}
+
+
+def with_mean_task(model: SageModel, n: int) -> SageModel:
+    """`model` with its `n` trained task rows (task and colour-role embeddings) and one more after
+    them: their mean (zeros when it has none)."""
+    old, hidden = model.tasks, model.config.hidden
+    new = TaskEmbeddings(n + 1, hidden).to(old.task.weight.device)
+    with torch.no_grad():
+        for table_old, table_new in ((old.task.weight, new.task.weight), (old.colour.weight, new.colour.weight)):
+            rows_old = table_old.view(old.num_tasks, -1, hidden)[:n]
+            rows_new = table_new.view(n + 1, -1, hidden)
+            rows_new[:n] = rows_old
+            rows_new[n] = rows_old.mean(0) if n else 0.0
+    model.replace_tasks(new)
+    return model

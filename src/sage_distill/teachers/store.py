@@ -2,7 +2,7 @@
 
     DIR/manifest.json           spec (teacher, layer, pooling, dtype, shapes), rows (key, task, place),
                                 shards (file, first row, count, sha256), complete
-    DIR/shard-00000.safetensors "features" [n, L, D] (+ "logits" [n, 30, 30, V])
+    DIR/shard-00000.safetensors "features" [n, L, D] (+ "logits" where a teacher gives them)
     DIR/stats.safetensors       per-dimension "mean", "std" [D] over every stored token (float32)
 
 Rows are planned up front in a fixed order and cut into fixed shards, and each shard is computed in

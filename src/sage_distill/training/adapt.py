@@ -60,7 +60,7 @@ def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: fl
         opt.zero_grad(set_to_none=True)
         out.backward()
         opt.step()
-        loss, step = float(out), step + 1
+        loss, step = float(out.detach()), step + 1
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

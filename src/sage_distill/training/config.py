@@ -29,7 +29,7 @@ class DataConfig(Strict):
 class OptimConfig(Strict):
     steps: int = Field(4000, gt=0)
     rows: int = Field(8, gt=0)  # packed rows per step and rank
-    row_len: int = Field(8192, ge=2048)  # tokens per row; one pair is at most 1,863 tokens
+    row_len: int = Field(8192, ge=64)  # tokens per row; one pair is at most 1,863 tokens
     lr: float = Field(1e-3, gt=0, le=1.0)
     task_lr: float = Field(1e-2, gt=0, le=10.0)  # per-task embeddings (sparse Adam)
     weight_decay: float = Field(0.1, ge=0)
@@ -55,7 +55,11 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        self.model_config_()
+        try:
+            self.model_config_()
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise ValueError(f"model.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         if any(not 0 < f < 1 for f in self.snapshots):
             raise ValueError("snapshots are fractions of the schedule, each strictly between 0 and 1")
         return self

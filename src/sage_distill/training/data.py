@@ -31,6 +31,7 @@ import torch
 from ..arc.augment import Augmentation, random_color_perm
 from ..arc.datasets import load_dataset
 from ..arc.task import Task, grid_key
+from ..errors import SageError
 from ..student.sequences import encode_pair, sequence_length
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,12 @@ class PackedRows:
         self.h_out = np.array([g.shape[0] for g in table.outputs])
         self.w_out = np.array([g.shape[1] for g in table.outputs])
         self._starts = [0]  # first global row of each planned epoch
+        longest = np.maximum(sequence_length(self.h_in, self.w_in, self.h_out, self.w_out),
+                             sequence_length(self.w_in, self.h_in, self.w_out, self.h_out))
+        if len(longest) and longest.max() > row_len:
+            i = int(longest.argmax())
+            raise SageError(f"optim.row_len: {row_len} tokens cannot hold a pair of task "
+                            f"{table.task_ids[table.task_index[i]]} ({int(longest[i])} tokens); raise it to >= 1863")
 
     @lru_cache(maxsize=4)  # noqa: B019 (one object per run)
     def plan(self, epoch: int) -> list[list[tuple[int, int, int]]]:

@@ -131,13 +131,16 @@ class Trainer:
                 logits = self.net(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"], mask)
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE)
             if not torch.isfinite(loss):
-                raise SageError(f"{self.out}: loss is {float(loss)} at step {self.step}; the last good checkpoint "
+                raise SageError(f"{self.out}: loss is {float(loss.detach())} at step {self.step}; the last good checkpoint "
                                 f"in {self.out / 'train_state'} is intact (resume with a lower optim.lr)")
             self.optimizer.zero_grad(set_to_none=True)
             self.task_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             shared = [p for n, p in self.model.named_parameters() if not n.startswith("tasks.")]
             grad_norm = torch.nn.utils.clip_grad_norm_(shared, o.grad_clip)
+            if not torch.isfinite(grad_norm):  # stop before a bad update reaches the weights or a checkpoint
+                raise SageError(f"{self.out}: gradient norm is {float(grad_norm)} at step {self.step}; the last good "
+                                f"checkpoint in {self.out / 'train_state'} is intact (resume with a lower optim.lr)")
             self.optimizer.step()
             self.task_optimizer.step()
             self.ema.update_parameters(self.model)
