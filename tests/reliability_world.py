@@ -16,9 +16,11 @@ KEY = "0123456789abcdef0123456789abcdef"
 
 
 def build_world(root: Path) -> Path:
+    from sage_distill.arc.validate import parse_task
     from sage_distill.student import SageConfig, SageModel
     from sage_distill.student.checkpoint import save_model
     from sage_distill.teachers.store import write_store
+    from sage_distill.training.data import fingerprint
 
     root.mkdir(parents=True, exist_ok=True)
     tasks = {"t1": make_task(), "t2": make_task(n_train=3, n_test=2)}
@@ -30,7 +32,8 @@ def build_world(root: Path) -> Path:
         {k: [{"attempt_1": p["input"], "attempt_2": p["input"]} for p in v["test"]] for k, v in tasks.items()}))
     (root / "task.json").write_text(json.dumps(make_task()))
     torch.manual_seed(0)
-    save_model(root / "model", SageModel(SageConfig.preset("tiny")))
+    save_model(root / "model", SageModel(SageConfig.preset("tiny").model_copy(update={"num_tasks": 2})),
+               [fingerprint(parse_task(t, k, file=None)) for k, t in challenges.items()])
     (root / "orch.yaml").write_text(yaml.safe_dump({"orchestrator": {"base_budget": 100.0}}))
     trace = [{"cycle": 1, "state": "WAKE", "plugins": {"a": {"spent": 5.0, "energies": [3, 2, 1]}}, "limit": 10},
              {"cycle": 2, "state": "FOCUS", "plugins": {"a": {"spent": 8.0, "energies": [2, 1]}}, "limit": 10}]

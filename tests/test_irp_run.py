@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -21,8 +20,9 @@ from sage_distill.irp.orchestrator import Orchestrator
 from sage_distill.irp.plugins import speech
 from sage_distill.irp.plugins.synthetic import ScriptedPlugin
 from sage_distill.irp.trace import read_trace
-from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.checkpoint import save_model
+from sage_distill.training.data import fingerprint
+from test_irp_arc import one_thread, tiny  # noqa: F401 (one_thread: an autouse fixture)
 
 TASKS = {
     "aa": {"train": [{"input": [[1, 0]], "output": [[0, 1]]}, {"input": [[2, 2, 0]], "output": [[0, 2, 2]]}],
@@ -32,11 +32,13 @@ TASKS = {
 
 
 def test_run_writes_predictions_trace_summary_and_plot(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    save_model(tmp_path / "model", SageModel(SageConfig.preset("tiny")))
+    from sage_distill.arc.validate import parse_task
+
+    known = fingerprint(parse_task(TASKS["aa"], "aa", file=None))  # "bb" is unknown: adapted in the run
+    save_model(tmp_path / "model", tiny(num_tasks=1), [known])
     (tmp_path / "challenges.json").write_text(json.dumps(TASKS))
-    cfg = {"orchestrator": {"base_budget": 60000.0, "reserve_capacity": 1e6},
-           "plugins": {"arc_solver": {"variants": 2, "fit_steps": 1, "dream_steps": 1}},
+    cfg = {"threads": 1, "orchestrator": {"base_budget": 60000.0, "reserve_capacity": 1e6},
+           "plugins": {"arc_solver": {"max_views": 4, "views_per_step": 2, "adapt_steps": 1, "dream_steps": 1}},
            "stream": {"idle_every": 2, "idle_cycles": 5}}
     (tmp_path / "orch.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
@@ -94,12 +96,14 @@ def test_speech_writes_a_wav_or_fails_clearly(tmp_path: Path, monkeypatch: pytes
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
-    report = bench.main(["--model", "tiny-random", "--limit", "2", "--out", str(tmp_path / "b.json"),
-                         "--variants", "1", "--fit-steps", "1", "--dream-steps", "1", "--dream-ms", "200",
+    report = bench.main(["--model", "tiny-random", "--limit", "2", "--max-input-cells", "9", "--out",
+                         str(tmp_path / "b.json"), "--max-views", "2", "--views-per-step", "1", "--adapt-steps", "1",
+                         "--energy-threshold", "0.5", "--min-views", "1", "--dream-steps", "1", "--dream-ms", "200",
                          "--overhead-cycles", "50"])
     h = report["halting"]
-    assert h["fixed"]["mean_steps"] == h["max_steps"] and h["adaptive"]["mean_steps"] <= h["max_steps"]
-    assert 0.0 <= h["adaptive"]["pass@2"] <= 1.0
+    assert set(h["fixed"]) == {"1", "2"} and 1 <= h["adaptive"]["mean_views"] <= 2
+    assert h["confident"]["mean_views"] <= h["adaptive"]["mean_views"]
+    assert 0.0 <= h["adaptive"]["pass@2"] <= 1.0 and report["known_tasks"] == 0
     assert report["overhead"]["no_io"]["median_ms"] < 5.0  # generous for shared CI; target < 1 ms
     assert report["dream"]["dream_cycles"] >= 1
     assert json.loads((tmp_path / "b.json").read_text())["tasks"] == 2

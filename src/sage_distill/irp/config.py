@@ -60,13 +60,15 @@ class OrchestratorSettings(_Strict):
 
 class ArcSolverSettings(_Strict):
     enabled: bool = True
-    variants: int = Field(4, ge=1, le=64)  # augmented views of each task, voted
-    max_steps: int | None = Field(None, ge=1, le=10_000)  # None: the model's max_steps
-    energy_threshold: float = Field(0.0, allow_inf_nan=False)  # halt once mean energy < this
-    fit_steps: int = Field(30, ge=0, le=100_000)  # gradient steps to fit an unseen task's codes
-    fit_lr: Pos = 0.05
-    dream_steps: int = Field(60, ge=0, le=100_000)  # gradient steps per DREAM replay (budget permitting)
-    dream_model_lr: NonNeg = 0.0  # > 0 also fine-tunes the model's weights in DREAM
+    max_views: int = Field(16, ge=1, le=1024)  # augmented views per test input at most
+    views_per_step: int = Field(4, ge=1, le=1024)  # views per test input decoded in one IRP step
+    energy_threshold: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)  # also halt once the
+    # vote's disagreement is at most this after min_views views (null: only when the top two settle)
+    min_views: int = Field(8, ge=1, le=1024)
+    adapt_steps: int = Field(4, ge=0, le=100_000)  # gradient steps for a task the model has no row for
+    adapt_steps_per_call: int = Field(1, ge=1, le=100_000)  # of them per IRP step (the budget stops between)
+    adapt_lr: Pos = 1e-2
+    dream_steps: int = Field(2, ge=0, le=100_000)  # adaptation steps per stored task per DREAM call
 
 
 class VisionSettings(_Strict):
@@ -100,6 +102,7 @@ class StreamSettings(_Strict):
 class RunConfig(_Strict):
     model: str | None = None  # SAGE model folder; --model overrides
     device: str = Field("cpu", pattern=r"^(cpu|cuda|mps)(:\d{1,3})?$")
+    threads: int | None = Field(None, ge=1, le=1024)  # torch CPU threads (null: torch's default)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     memory: str = Field("memory.sqlite", min_length=1)  # relative paths are inside --out
     orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)

@@ -27,7 +27,6 @@ from .contract import Plugin
 from .memory import Memory
 from .orchestrator import Orchestrator
 from .plugins.arc_solver import ArcSolver, task_to_memory
-from .plugins.codes import FittedCodes
 from .plugins.memory_retrieval import MemoryRetrieval
 from .plugins.speech import Speech
 from .plugins.vision import Vision
@@ -47,8 +46,8 @@ class Runtime:
         self.memory.close()
 
 
-def build_runtime(cfg: RunConfig, model: SageModel, table: Any, out: Path) -> Runtime:
-    """Plugins and orchestrator from the config; `table` is the model's TaskCodes or None."""
+def build_runtime(cfg: RunConfig, model: SageModel, fingerprints: list[str], out: Path) -> Runtime:
+    """Plugins and orchestrator from the config; `fingerprints` name the model's task-embedding rows."""
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     mem_path = Path(cfg.memory)
@@ -66,10 +65,10 @@ def build_runtime(cfg: RunConfig, model: SageModel, table: Any, out: Path) -> Ru
     solver = None
     if p.arc_solver.enabled:
         a = p.arc_solver
-        codes = FittedCodes(model, a.variants, table, a.fit_steps, a.fit_lr)
-        solver = ArcSolver(model, codes, a.energy_threshold, a.dream_steps, a.fit_lr, a.dream_model_lr)
+        solver = ArcSolver(model, fingerprints, a.max_views, a.views_per_step, a.energy_threshold, a.min_views,
+                           a.adapt_steps, a.adapt_steps_per_call, a.adapt_lr, a.dream_steps)
         plugins.append(solver)
-        steps["arc_solver"] = a.max_steps or model.config.max_steps
+        steps["arc_solver"] = solver.steps_needed()
     if p.speech.enabled:
         plugins.append(Speech(out / "speech", p.speech.voice))
         steps["speech"] = 1
@@ -87,8 +86,8 @@ def run_stream(rt: Runtime, tasks: list[Task], cfg: RunConfig,
         for i, task in enumerate(tasks, 1):
             res = rt.orchestrator.cycle(task.without_answers(), key=task.id)
             spent += res.spent
-            if res.answer is None:  # no solver ran (e.g. budget exhausted): still one entry per test input
-                res.answer = [{"attempt_1": [[0]], "attempt_2": [[0]]} for _ in task.test_inputs]
+            if res.answer is None:  # no solver ran (e.g. budget exhausted): the copy-input answer, as predict
+                res.answer = [{"attempt_1": g.tolist(), "attempt_2": g.tolist()} for g in task.test_inputs]
             predictions[task.id] = res.answer
             if cfg.stream.idle_every and i % cfg.stream.idle_every == 0:
                 for _ in range(cfg.stream.idle_cycles):
@@ -140,8 +139,10 @@ def check_run(config: Path | None, challenges: Path, out: Path, model_dir: Path 
 def run_command(config: Path | None, challenges: Path, out: Path, model_dir: Path | None,
                 limit: int | None = None, progress: bool = True) -> str:
     cfg, folder, tasks = check_run(config, challenges, out, model_dir, limit)
-    model, table = load_sage_model(folder, cfg.device)
-    rt = build_runtime(cfg, model, table, out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, fingerprints = load_sage_model(folder, cfg.device)
+    rt = build_runtime(cfg, model, fingerprints, out)
     try:
         predictions = run_stream(rt, tasks, cfg, progress)
         summary = rt.orchestrator.summary()

@@ -1,1 +1,2 @@
-"""IRP plugins: the ARC solver (the SAGE student), vision (its grid encoder), memory retrieval, speech."""
+"""IRP plugins: the ARC solver (the SAGE model, voting over augmented views), vision (the model's
+shared layers as a task embedder), memory retrieval, speech."""

@@ -1,131 +1,251 @@
-"""The SAGE student as an IRP plugin.
+"""The SAGE ARC model as an IRP plugin.
 
-State: the task's test inputs under V variant augmentations (a batch of n_test x V canvases), the
-encoded input and the current answer state. One step = one refinement loop (`SageModel.step`).
-Energy = the halting head's energy (-halt_logit) averaged over the variants and test inputs.
-Halt: once the energy falls below `energy_threshold` (the head says P(final) > 1/2), or by the
-default rule. The answer: each variant's decoded grid mapped back through its augmentation, voted
-(two most-voted distinct grids become attempt_1 and attempt_2).
+State: one task, its embedding row, the views still to decode and one vote `Tally` per test input.
+One step = one batch of `views_per_step` augmented views of every test input, greedy-decoded with
+`student.generate.generate` (the decoding rule of `sage-distill predict`: same views, in the same
+order, same vote) and added to the tallies. Energy = the vote's disagreement, 1 - the leading
+answer's share, averaged over the test inputs (1 before any vote). Halt: when no remaining view can
+change the top two answers of any test input (`Tally.top_two_settled`: pass@2 can no longer
+change), when the view budget is spent, or, where `energy_threshold` is set, once the disagreement
+is at most that after `min_views` views (a looser rule that may change pass@2).
+
+A task the model has no embedding row for (looked up by the fingerprint of its demonstrations) gets
+a fresh mean-initialised row (`training.adapt.extend_tasks`) and `adapt_steps` gradient steps on its
+demonstrations (`adapt_tasks`), `adapt_steps_per_call` per IRP step, so the ATP budget can stop
+adaptation between steps; decoding starts once they are done (or at once with `adapt_steps: 0`).
+Adaptation done for a fingerprint is kept for the rest of the run.
+
+The tallies are shared by all states of one run: a vote only gains information, so whichever state
+the refiner returns (its lowest-energy one), the answer is the vote over every view decoded.
+
+DREAM (`learn`): more `adapt_tasks` steps on the demonstrations of the stored tasks (memory holds
+no test outputs), so tasks seen again are decoded with better-fitted rows.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ...arc.augment import Augmentation
 from ...arc.task import Task
 from ...arc.validate import parse_task
-from ...student.modeling_sage import SageModel, SageReadout
-from ...student.predict import decode, vote
-from ...training.data import fingerprint, to_canvas, variant_augmentations
+from ...student.generate import Job, Tally, _key, generate, view_augmentations
+from ...student.modeling_sage import SageModel, document_mask
+from ...student.sequences import encode_pair
+from ...training.adapt import adapt_tasks, extend_tasks
+from ...training.data import fingerprint
 from ..contract import Answer, HaltDecision, History
 from ..memory import Experience
-from ..refine import default_halt
-from .codes import CodesProvider, fit_codes
 
 
 @dataclass
 class ArcState:
     task: Task
-    augs: list[Augmentation]
-    x: torch.Tensor  # encoded inputs [n_test * V, T + 900, d]
-    h: torch.Tensor  # answer state, same shape
-    readout: SageReadout
-    steps: int = 0
+    fingerprint: str
+    row: int
+    views: list[Augmentation]  # every view this run may decode, in decoding order
+    tallies: list[Tally]  # one per test input, shared by all states of the run
+    decoded: int = 0  # views decoded per test input so far
+    adapt_left: int = 0  # adaptation steps still to take before decoding
+    energy: float = 1.0
+    last: dict[str, Any] = field(default_factory=dict)  # what the last step did, for the trace and tests
+
+    @property
+    def remaining(self) -> int:
+        return len(self.views) - self.decoded
+
+
+def expected_output_tokens(task: Task, grid: np.ndarray) -> int:
+    """A guess of the answer's token count for cost estimates: the input's size scaled by the
+    demonstrations' mean output/input size ratio per axis."""
+    rh = np.mean([p.output.shape[0] / p.input.shape[0] for p in task.train]) if task.train else 1.0
+    rw = np.mean([p.output.shape[1] / p.input.shape[1] for p in task.train]) if task.train else 1.0
+    h = int(np.clip(round(grid.shape[0] * rh), 1, 30))
+    w = int(np.clip(round(grid.shape[1] * rw), 1, 30))
+    return h * (w + 1) + 1
 
 
 class ArcSolver:
     name = "arc_solver"
     role = "solver"
 
-    def __init__(self, model: SageModel, codes: CodesProvider, energy_threshold: float = 0.0,
-                 dream_steps: int = 60, dream_lr: float = 0.05, dream_model_lr: float = 0.0) -> None:
-        self.model, self.codes = model.eval(), codes
-        self.energy_threshold = energy_threshold
-        self.dream_steps, self.dream_lr, self.dream_model_lr = dream_steps, dream_lr, dream_model_lr
-        self.learned: dict[str, torch.Tensor] = {}  # fingerprint -> codes consolidated in DREAM
-        self.device = next(model.parameters()).device
+    def __init__(self, model: SageModel, fingerprints: list[str], max_views: int = 16, views_per_step: int = 4,
+                 energy_threshold: float | None = None, min_views: int = 8, adapt_steps: int = 4,
+                 adapt_steps_per_call: int = 1, adapt_lr: float = 1e-2, dream_steps: int = 2) -> None:
+        self.model = model.eval()
+        self.rows = {fp: i for i, fp in enumerate(fingerprints)}  # fingerprint -> embedding row
+        self.known = set(self.rows)  # rows the model was trained with
+        self.max_views, self.views_per_step = max_views, views_per_step
+        self.energy_threshold, self.min_views = energy_threshold, min_views
+        self.adapt_steps, self.adapt_steps_per_call, self.adapt_lr = adapt_steps, adapt_steps_per_call, adapt_lr
+        self.dream_steps = dream_steps
+        self.adapted: dict[str, int] = {}  # fingerprint -> adaptation steps taken (run and DREAM)
+        self._last: ArcState | None = None  # for `halt`, which sees only the history
+        # Measured costs, for the orchestrator's refusal check: ms per (job x expected output token)
+        # of decoding, and ms per adaptation step.
+        self.ms_per_token: float | None = None
+        self.ms_per_adapt_step: float | None = None
 
-    def task_codes(self, task: Task) -> torch.Tensor:
-        fp = fingerprint(task)
-        return self.learned[fp] if fp in self.learned else self.codes(task)
+    # ------------------------------------------------------------------ rows
+
+    def row_for(self, task: Task, fp: str | None = None) -> int:
+        """The task's embedding row; a fresh mean-initialised one for a task the model never saw."""
+        fp = fp or fingerprint(task)
+        if fp not in self.rows:
+            self.rows[fp] = extend_tasks(self.model, 1)
+            self.adapted[fp] = 0
+        return self.rows[fp]
+
+    def _adapt(self, task: Task, fp: str, steps: int, minutes: float = 24 * 60) -> dict[str, Any]:
+        """`steps` gradient steps on the task's demonstrations (never its test outputs). A new seed
+        per call, so successive calls see new views of the demonstrations."""
+        t0 = time.perf_counter()
+        report = adapt_tasks(self.model, [task.without_answers()], self.rows[fp], minutes, max_steps=steps,
+                             lr=self.adapt_lr, seed=self.adapted.get(fp, 0))
+        if report["steps"]:
+            self.ms_per_adapt_step = (time.perf_counter() - t0) * 1000.0 / report["steps"]
+        self.adapted[fp] = self.adapted.get(fp, 0) + report["steps"]
+        return report
+
+    # ------------------------------------------------------------------ the contract
 
     def init_state(self, x: Task, ctx: dict[str, Any]) -> ArcState:
-        codes = self.task_codes(x).to(self.device)  # may fit codes by gradient: outside inference mode
-        with torch.inference_mode():
-            return self._encode(x, codes)
+        fp = fingerprint(x)
+        row = self.row_for(x, fp)
+        left = 0 if fp in self.known else max(0, self.adapt_steps - self.adapted.get(fp, 0))
+        s = ArcState(x, fp, row, view_augmentations(fp, self.max_views), [Tally.empty() for _ in x.test_inputs],
+                     adapt_left=left)
+        self._last = s
+        return s
 
-    def _encode(self, x: Task, codes: torch.Tensor) -> ArcState:
-        augs = variant_augmentations(x, codes.shape[0])
-        grids = [to_canvas(a.apply(g)) for g in x.test_inputs for a in augs]
-        tokens = torch.from_numpy(np.stack(grids)).long().to(self.device)
-        enc = self.model.encode(tokens, codes.repeat(len(x.test_inputs), 1))
-        h = self.model.initial_state(enc)
-        return ArcState(x, augs, enc, h, self.model.decoder(h))
+    def _step_jobs(self, s: ArcState) -> list[tuple[int, Job]]:
+        views = s.views[s.decoded:s.decoded + self.views_per_step]
+        return [(i, Job(g, a, s.row)) for i, g in enumerate(s.task.test_inputs) for a in views]
 
-    @torch.inference_mode()
     def step(self, s: ArcState) -> ArcState:
-        h, readout = self.model.step(s.x, s.h)
-        return ArcState(s.task, s.augs, s.x, h, readout, s.steps + 1)
+        t0 = time.perf_counter()
+        if s.adapt_left > 0:
+            report = self._adapt(s.task, s.fingerprint, min(self.adapt_steps_per_call, s.adapt_left))
+            n = s.adapt_left - max(report["steps"], 1)
+            out = ArcState(s.task, s.fingerprint, s.row, s.views, s.tallies, s.decoded, max(n, 0), s.energy,
+                           {"adapt": report})
+        else:
+            jobs = self._step_jobs(s)
+            with torch.inference_mode():
+                candidates = generate(self.model, [j for _, j in jobs])
+            for (i, _), c in zip(jobs, candidates, strict=True):
+                s.tallies[i].add([c], s.task.test_inputs[i])
+            decoded = s.decoded + len(jobs) // max(len(s.task.test_inputs), 1)
+            energy = float(np.mean([1.0 - t.leader_share() for t in s.tallies]))
+            out = ArcState(s.task, s.fingerprint, s.row, s.views, s.tallies, decoded, 0, energy,
+                           {"views": len(jobs)})
+            tokens = sum(expected_output_tokens(s.task, j.grid) for _, j in jobs)
+            measured = (time.perf_counter() - t0) * 1000.0 / max(tokens, 1)
+            self.ms_per_token = measured if self.ms_per_token is None else 0.5 * (self.ms_per_token + measured)
+        self._last = out
+        return out
 
     def energy(self, s: ArcState) -> float:
-        return float(s.readout.energy.mean())
+        return s.energy
+
+    def halt_reason(self, s: ArcState) -> str | None:
+        """Why a run in state `s` stops now (None: go on). A pure function of the state."""
+        if s.adapt_left > 0:
+            return None
+        if s.remaining <= 0:
+            return "views spent"
+        if s.decoded > 0 and all(t.top_two_settled(s.remaining) for t in s.tallies):
+            return "top two settled"
+        if self.energy_threshold is not None and s.decoded >= self.min_views and s.energy <= self.energy_threshold:
+            return "confident"
+        return None
 
     def halt(self, history: History) -> HaltDecision:
-        if history and history[-1].energy < self.energy_threshold:
-            return HaltDecision(True, "confident")
-        return default_halt(history)
+        reason = self.halt_reason(self._last) if self._last is not None else None
+        return HaltDecision(reason is not None, reason or "")
 
-    @torch.inference_mode()
+    def steps_needed(self) -> int:
+        """The most IRP steps one run can take: adaptation, then every batch of views."""
+        return math.ceil(self.adapt_steps / self.adapt_steps_per_call) + math.ceil(self.max_views /
+                                                                                   self.views_per_step)
+
+    def estimate_step_ms(self, s: ArcState) -> float:
+        if s.adapt_left > 0:
+            return self.ms_per_adapt_step or 0.0
+        if self.ms_per_token is None:
+            return 0.0
+        return self.ms_per_token * sum(expected_output_tokens(s.task, j.grid) for _, j in self._step_jobs(s))
+
     def answer(self, s: ArcState) -> Answer:
-        """Decode every augmented variant, map it back, and vote, exactly as `sage-distill predict` does."""
-        r, v = s.readout, len(s.augs)
-        probs = r.logits.softmax(-1)
-        entropy = (-(probs * probs.clamp_min(1e-12).log()).sum(-1) / np.log(probs.shape[-1])).cpu().numpy()
-        confidence = torch.sigmoid(r.halt_logit).tolist()
-        entries, uncertainty, disagreement = [], [], []
-        for t in range(len(s.task.test_inputs)):
-            rows = range(t * v, (t + 1) * v)
-            raw = [decode(r, b) for b in rows]  # in each variant's own (augmented) frame
-            candidates = [aug.invert(g) for aug, g in zip(s.augs, raw, strict=True)]
-            uncertainty += [float(entropy[b, : g.shape[0], : g.shape[1]].mean())
-                            for b, g in zip(rows, raw, strict=True)]
-            ranked = vote(candidates, [confidence[b] for b in rows])
-            second = ranked[1] if len(ranked) > 1 else ranked[0]
-            entries.append({"attempt_1": ranked[0].tolist(), "attempt_2": second.tolist()})
-            top = sum(np.array_equal(c, ranked[0]) for c in candidates)
-            disagreement.append(1.0 - top / v)
-        return Answer(entries, float(np.mean(uncertainty)), float(np.mean(disagreement)))
+        """attempt_1 and attempt_2 per test input: the two most-voted valid grids (ties by summed
+        log-likelihood; the copy of the input only as a last resort), as `sage-distill predict`."""
+        entries = [t.attempts(g) for t, g in zip(s.tallies, s.task.test_inputs, strict=True)]
+        uncertainty = []
+        for t in s.tallies:
+            ranked = t.ranked()
+            if not ranked or not t.votes[_key(ranked[0])]:
+                uncertainty.append(1.0)
+                continue
+            k = _key(ranked[0])
+            per_token = t.logprob[k] / t.votes[k] / (ranked[0].shape[0] * (ranked[0].shape[1] + 1) + 1)
+            uncertainty.append(1.0 - math.exp(per_token))  # 1 - the leader's mean token probability
+        disagreement = float(np.mean([1.0 - t.leader_share() for t in s.tallies]))
+        return Answer(entries, float(np.mean(uncertainty)), disagreement)
+
+    # ------------------------------------------------------------------ DREAM
 
     def learn(self, experiences: list[Experience], atp: float) -> dict[str, Any]:
-        """DREAM: fine-tune the codes (and optionally the model) of stored tasks on their augmented
-        demonstration pairs, within `atp` milliseconds. Stored inputs carry no test outputs."""
+        """DREAM: `dream_steps` more adaptation steps on each stored task's demonstrations, most
+        salient first, within `atp` ms (each step starts only while time is left). Memory stores no
+        test outputs, so none is ever trained on. Reports the demonstration loss before and after."""
         end = time.perf_counter() + atp / 1000.0
-        tasks = {}
+        tasks: dict[str, Task] = {}
         for e in experiences:
             if isinstance(e.input, dict) and "train" in e.input:
                 task = parse_task(e.input, e.input.get("id", e.key), file=None, allow_test_outputs=False)
                 tasks.setdefault(fingerprint(task), task)
-        before, after, steps = [], [], 0
+        before, after, steps, done = [], [], 0, 0
         for fp, task in tasks.items():
-            if time.perf_counter() >= end:
+            left_min = (end - time.perf_counter()) / 60.0
+            if left_min <= 0:
                 break
-            codes, curve = fit_codes(self.model, task, self.task_codes(task), self.dream_steps, self.dream_lr,
-                                     self.dream_model_lr, deadline=lambda: time.perf_counter() >= end)
-            if curve:
-                self.learned[fp] = codes
-                before.append(curve[0])
-                after.append(curve[-1])
-                steps += len(curve)
-        self.model.eval()
-        return {"tasks": len(before), "grad_steps": steps,
+            self.row_for(task, fp)
+            loss0 = demonstration_loss(self.model, task, self.rows[fp])
+            report = self._adapt(task, fp, self.dream_steps, minutes=left_min)
+            if report["steps"]:
+                before.append(loss0)
+                after.append(demonstration_loss(self.model, task, self.rows[fp]))
+                steps += report["steps"]
+                done += 1
+        return {"tasks": done, "grad_steps": steps,
                 "loss_before": float(np.mean(before)) if before else None,
                 "loss_after": float(np.mean(after)) if after else None}
+
+
+@torch.no_grad()
+def demonstration_loss(model: SageModel, task: Task, row: int) -> float:
+    """Mean cross-entropy of the demonstration outputs (identity view), teacher-forced."""
+    device = next(model.parameters()).device
+    losses = []
+    for p in task.train:
+        enc = encode_pair(p.input, p.output, Augmentation(0, tuple(range(10))))
+        n = len(enc.tokens)
+        tokens = torch.from_numpy(enc.tokens)[None].to(device)
+        pos = torch.from_numpy(enc.pos)[None].to(device)
+        role = torch.from_numpy(enc.role)[None].to(device)
+        mask = document_mask(torch.zeros(1, n, dtype=torch.long, device=device))
+        logits = model(tokens, pos, torch.full((1, n), row, device=device), torch.zeros(1, n, dtype=torch.long,
+                                                                                           device=device), role, mask)
+        s = enc.output_start
+        losses.append(float(F.cross_entropy(logits[0, s:-1], tokens[0, s + 1:])))
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 def task_to_memory(task: Task) -> dict[str, Any]:

@@ -1,10 +1,11 @@
-"""Vision: the student's grid encoder as a plugin that embeds an ARC task for memory and salience.
+"""Vision: the SAGE model's shared layers as a plugin that embeds an ARC task for memory and salience.
 
-Step k encodes demonstration pair k (input and output canvases, with a zero task code so the
-embedding depends on the grids alone) and folds it into a running mean. The embedding is
-[mean input features, mean (output - input) features], pooled over each grid's own cells.
-Energy = relative change of the running embedding in the last step: it falls as more pairs agree
-on what the task does, and the plugin stops when it stalls or the pairs run out.
+Step k runs demonstration pair k (its token sequence under the identity view, without any task
+embedding, so the embedding depends on the grids alone) through the model's blocks and folds it into
+a running mean. The embedding is [mean input-token features, mean output-token features - mean
+input-token features], from the final norm's output. Energy = relative change of the running
+embedding in the last step: it falls as more pairs agree on what the task does, and the plugin stops
+when it stalls or the pairs run out.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...arc.augment import Augmentation
 from ...arc.task import Task
-from ...student.modeling_sage import SageModel
-from ...training.data import to_canvas
+from ...student.modeling_sage import SageModel, document_mask
+from ...student.sequences import encode_pair
 from ..contract import HaltDecision, History
+
+IDENTITY = Augmentation(0, tuple(range(10)))
 
 
 @dataclass
@@ -39,17 +43,24 @@ class Vision:
         self._left = 0  # pairs not yet folded in, for `halt` (which sees only the history)
 
     @torch.inference_mode()
-    def pooled(self, grids: list[np.ndarray]) -> np.ndarray:
-        """Mean encoder features over each grid's own cells: [len(grids), hidden]."""
-        tokens = torch.from_numpy(np.stack([to_canvas(g) for g in grids])).long().to(self.device)
-        codes = torch.zeros(len(grids), self.model.config.code_dim, device=self.device)
-        t = self.model.config.task_tokens
-        feats = self.model.encode(tokens, codes)[:, t:]  # [B, 900, d]
-        inside = (tokens < 10).flatten(1).unsqueeze(-1).float()
-        return ((feats * inside).sum(1) / inside.sum(1)).float().cpu().numpy()
-
     def embed_pair(self, inp: np.ndarray, out: np.ndarray) -> np.ndarray:
-        a, b = self.pooled([inp, out])
+        """[mean input features, mean output features - mean input features]: [2 * hidden]."""
+        m = self.model
+        enc = encode_pair(inp, out, IDENTITY)
+        n = len(enc.tokens)
+        tokens = torch.from_numpy(enc.tokens)[None].to(self.device)
+        pos = torch.from_numpy(enc.pos)[None].to(self.device)
+        x = m.tok(tokens) + m.view(torch.zeros_like(tokens))  # no task embedding: the grids alone
+        cos, sin = m.rope(pos)
+        mask = document_mask(torch.zeros(1, n, dtype=torch.long, device=self.device))
+        for _ in range(m.config.loops):
+            for block in m.blocks:
+                x = block(x, cos, sin, mask)
+        feats = m.norm(x)[0].float().cpu().numpy()
+        cells = enc.tokens < 10
+        part = enc.pos[:, 2]
+        a = feats[cells & (part == 0)].mean(0)
+        b = feats[cells & (part == 1)].mean(0)
         return np.concatenate([a, b - a])
 
     def init_state(self, x: Task, ctx: dict[str, Any]) -> VisionState:
