@@ -75,6 +75,16 @@ SCORE = ["score", "--predictions", "{w}/predictions.json", "--solutions", "{w}/s
 BASE = ["baseline", "--challenges", "{w}/challenges.json", "--out", "{w}/b.json"]
 SHOW = ["trace", "show", "{w}/trace.jsonl", "--out", "{w}/tl.png"]
 FV = ["features", "validate", "{w}/store"]
+PRED = ["predict", "--model", "{w}/model", "--challenges", "{w}/challenges.json", "--out", "{w}/pred/p.json"]
+EVAL = ["eval", "--model", "{w}/model", "--dataset", "arc1", "--limit", "1", "--out", "{w}/ev"]
+TRAIN = ["train", "--config", "{w}/t.yaml"]
+GOOD_TRAIN = "out_dir: {w}/run\npreset: tiny\noptim: {steps: 2, rows: 1, row_len: 2048}\n"
+
+
+def _train_yaml(text: str) -> Callable[[Path], None]:
+    def f(w: Path) -> None:
+        (w / "t.yaml").write_text(text.replace("{w}", str(w)))
+    return f
 
 
 def _with(argv: list[str], option: str, value: str) -> list[str]:
@@ -87,6 +97,42 @@ def _with(argv: list[str], option: str, value: str) -> list[str]:
 
 
 CASES: list[tuple[str, str, list[str], Mutate]] = [
+    # ---- predict
+    *[("predict", f"{o} {v}", _with(PRED, o, v), None) for o, v in [
+        ("--views", "0"), ("--views", "-3"), ("--views", "5000"), ("--views", "many"), ("--adapt-minutes", "-1"),
+        ("--minutes", "0"), ("--minutes", "-2"), ("--device", "tpu"), ("--device", "cuda"), ("--batch", "-1"),
+        ("--limit", "0"), ("--limit", "-1"), ("--seed", "-1"), ("--out", "{w}/adir"), ("--model", "{w}/nope"),
+        ("--model", "{w}/afile.txt"), ("--model", "{w}/adir"), ("--challenges", "{w}/nope.json")]],
+    ("predict", "truncated weights", PRED, _truncate("model/model.safetensors")),
+    ("predict", "config.json not JSON", PRED, _write("model/config.json", "{")),
+    ("predict", "tasks.json missing", PRED, lambda w: (w / "model/tasks.json").unlink()),
+    ("predict", "challenges not JSON", PRED, _write("challenges.json", "{")),
+    ("predict", "challenges cell 12", PRED,
+     _json("challenges.json", {"t1": {**TASK, "train": [{"input": [[12]], "output": [[1]]}]}})),
+    ("predict", "challenges task id ../x", PRED, _json("challenges.json", {"../x": TASK})),
+    # ---- eval
+    *[("eval", f"{o} {v}", _with(EVAL, o, v), None) for o, v in [
+        ("--views", "0"), ("--minutes", "0"), ("--dataset", "arc9"), ("--split", "test"), ("--device", "tpu"),
+        ("--device", "cuda"), ("--limit", "0"), ("--model", "{w}/nope"), ("--adapt-minutes", "-5")]],
+    ("eval", "truncated weights", EVAL, _truncate("model/model.safetensors")),
+    # ---- train
+    *[("train", case, TRAIN, _train_yaml(text)) for case, text in [
+        ("empty config", ""), ("config a list", "- 1\n"), ("lr negative", GOOD_TRAIN + "optim: {lr: -1}\n"),
+        ("steps negative", "optim: {steps: -5}\n"), ("steps 0", "optim: {steps: 0}\n"),
+        ("unknown key", "optim: {stepz: 5}\n"), ("preset nope", "preset: huge\n"),
+        ("hidden 8", "model: {hidden: 8}\n"), ("rows 0", "optim: {rows: 0}\n"),
+        ("row_len 10", "optim: {row_len: 10}\n"),
+        ("snapshot 2", "snapshots: [2]\n"), ("workers -1", "workers: -1\n"), ("max_minutes 0", "max_minutes: 0\n"),
+        ("dataset nope", "data: {training: [[arc9, training]]}\n"), ("not YAML", "a: [\n")]],
+    ("train", "config missing", _with(TRAIN, "--config", "{w}/nope.yaml"), None),
+    ("train", "config a directory", _with(TRAIN, "--config", "{w}/adir"), None),
+    ("train", "--set without =", [*TRAIN, "--set", "optim.steps"], _train_yaml(GOOD_TRAIN)),
+    ("train", "--set a bad value", [*TRAIN, "--set", "optim.lr=-3"], _train_yaml(GOOD_TRAIN)),
+    ("train", "--resume a missing run", [*TRAIN, "--resume", "{w}/norun"], _train_yaml(GOOD_TRAIN)),
+    # ---- demo
+    ("demo", "--model without a model", ["demo", "--model", "{w}/adir", "--out", "{w}/demo"], None),
+    ("demo", "--tasks 0", ["demo", "--tasks", "0", "--out", "{w}/demo"], None),
+    ("demo", "--views 0", ["demo", "--views", "0", "--out", "{w}/demo"], None),
     # ---- data list
     ("data list", "extra argument", ["data", "list", "arc1"], None),
     ("data list", "unknown option", ["data", "list", "--json"], None),
@@ -180,8 +226,8 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     ("run", "base_budget: .nan", RUNC, _yaml("orchestrator: {base_budget: .nan}\n")),
     ("run", "floor: 2", RUNC, _yaml("orchestrator: {floor: 2}\n")),
     ("run", "max_workers: 0", RUNC, _yaml("orchestrator: {max_workers: 0}\n")),
-    ("run", "variants: 0", RUNC, _yaml("plugins: {arc_solver: {variants: 0}}\n")),
-    ("run", "fit_lr: -1", RUNC, _yaml("plugins: {arc_solver: {fit_lr: -1}}\n")),
+    ("run", "max_views: 0", RUNC, _yaml("plugins: {arc_solver: {max_views: 0}}\n")),
+    ("run", "adapt_lr: -1", RUNC, _yaml("plugins: {arc_solver: {adapt_lr: -1}}\n")),
     ("run", "unknown key", RUNC, _yaml("orchestrator: {budget: 5}\n")),
     ("run", "config a list", RUNC, _yaml("- a\n- b\n")),
     ("run", "config empty", RUNC, _yaml("")),

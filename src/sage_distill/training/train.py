@@ -131,16 +131,14 @@ class Trainer:
                 logits = self.net(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"], mask)
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE)
             if not torch.isfinite(loss):
-                raise SageError(f"{self.out}: loss is {float(loss.detach())} at step {self.step}; the last good checkpoint "
-                                f"in {self.out / 'train_state'} is intact (resume with a lower optim.lr)")
+                raise self._diverged("loss", loss)
             self.optimizer.zero_grad(set_to_none=True)
             self.task_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             shared = [p for n, p in self.model.named_parameters() if not n.startswith("tasks.")]
             grad_norm = torch.nn.utils.clip_grad_norm_(shared, o.grad_clip)
             if not torch.isfinite(grad_norm):  # stop before a bad update reaches the weights or a checkpoint
-                raise SageError(f"{self.out}: gradient norm is {float(grad_norm)} at step {self.step}; the last good "
-                                f"checkpoint in {self.out / 'train_state'} is intact (resume with a lower optim.lr)")
+                raise self._diverged("gradient norm", grad_norm)
             self.optimizer.step()
             self.task_optimizer.step()
             self.ema.update_parameters(self.model)
@@ -180,6 +178,10 @@ class Trainer:
         return last
 
     # ------------------------------------------------------------------ helpers
+    def _diverged(self, what: str, value: torch.Tensor) -> SageError:
+        return SageError(f"{self.out}: {what} is {float(value.detach())} at step {self.step}; the last good "
+                         f"checkpoint in {self.out / 'train_state'} is intact (resume with a lower optim.lr)")
+
     @torch.no_grad()
     def _metrics(self, loss, grad_norm, logits, batch) -> dict[str, float]:
         labels = batch["labels"]
@@ -270,6 +272,8 @@ class Trainer:
 
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if resume is not None and not (Path(resume) / "train_state" / "state.json").is_file():
+        raise SageError(f"--resume {resume}: no checkpoint there (missing train_state/state.json)")
     if resume is None and (Path(cfg.out_dir) / "train_state").exists():
         raise SageError(f"{cfg.out_dir}: holds a run already; pass --resume {cfg.out_dir} or choose another out_dir")
     return Trainer(cfg, resume).fit()
