@@ -176,3 +176,45 @@ def test_features_validate(cli, template: Path, bad: tuple[tuple, object]) -> No
         node[where[-1]] = value
         (w / "store/manifest.json").write_text(json.dumps(m))
     check(cli, template, ["features", "validate", "{w}/store"], prepare)
+
+
+PREDICT = ["predict", "--model", "{w}/model", "--challenges", "{w}/challenges.json", "--out", "{w}/pred/p.json"]
+
+
+@FUZZ
+@given(st.sampled_from(["--views", "--batch", "--seed", "--limit"]),
+       st.one_of(st.integers(max_value=0).map(str), not_int))
+def test_predict_integer_options(cli, template: Path, option: str, value: str) -> None:
+    if option in ("--batch", "--seed") and value == "0":
+        value = "-1"  # 0 is a valid batch (automatic) and seed
+    check(cli, template, [*PREDICT, option, value])
+
+
+@FUZZ
+@given(st.sampled_from(["--minutes", "--adapt-minutes"]),
+       st.one_of(st.floats(max_value=-1e-6, allow_infinity=False).map(str), not_int))
+def test_predict_time_options(cli, template: Path, option: str, value: str) -> None:
+    check(cli, template, [*PREDICT, option, value])
+
+
+@FUZZ
+@given(words.filter(lambda s: s not in ("cpu", "cuda")))
+def test_predict_and_eval_device(cli, template: Path, device: str) -> None:
+    check(cli, template, [*PREDICT, "--device", device])
+    check(cli, template, ["eval", "--model", "{w}/model", "--dataset", "arc1", "--out", "{w}/ev", "--device", device])
+
+
+@FUZZ
+@given(st.sampled_from(["optim.steps", "optim.rows", "optim.row_len", "optim.lr", "optim.warmup", "seed",
+                        "log_every", "model.hidden", "model.layers"]),
+       st.one_of(st.integers(max_value=-1), st.floats(max_value=-1e-3, allow_infinity=False), st.text(max_size=4)))
+def test_train_config_values(cli, template: Path, key: str, value: object) -> None:
+    def prepare(w: Path) -> None:
+        raw: dict = {"out_dir": str(w / "run"), "preset": "tiny"}
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        (w / "t.yaml").write_text(yaml.safe_dump(raw))
+    check(cli, template, ["train", "--config", "{w}/t.yaml"], prepare)

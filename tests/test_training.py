@@ -91,3 +91,17 @@ def test_yaml_config_overrides_and_refusals(tmp_path) -> None:
         path.write_text(text)
         with pytest.raises(SageError, match=where):
             load_config(path)
+
+
+def test_a_cpu_run_that_cannot_fit_is_refused_with_the_option_to_change(tmp_path, monkeypatch) -> None:
+    import sage_distill.training.train as tr
+
+    monkeypatch.setattr(tr.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(tr, "available_memory", lambda: 16.0 * 2**30)
+    big = TrainConfig(out_dir=str(tmp_path / "run"), preset="large", optim={"rows": 8, "row_len": 8192})
+    assert tr.cpu_memory_needed(big) > 40 * 2**30  # the README's GPU config: about 47 GiB on a CPU
+    small = TrainConfig(out_dir=str(tmp_path / "run"), preset="tiny", optim={"rows": 1, "row_len": 256})
+    assert tr.cpu_memory_needed(small) < 2**30
+    with pytest.raises(SageError, match="optim.rows"):
+        train(big)
+    assert not (tmp_path / "run").exists()

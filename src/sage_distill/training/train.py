@@ -270,8 +270,34 @@ class Trainer:
         log.info("resumed from %s at step %d", folder, self.step)
 
 
+def cpu_memory_needed(cfg: TrainConfig) -> float:
+    """Rough bytes one CPU training step needs: weights, gradients and Adam moments, activations kept for
+    backward, and the dense per-row attention scores and mask the CPU path materialises per layer."""
+    m, o = cfg.model_config_(), cfg.optim
+    model = SageModel(m.model_copy(update={"num_tasks": 1}))
+    tokens = o.rows * o.row_len
+    weights = 16 * model.shared_parameters()
+    activations = 4 * tokens * m.layers * m.loops * (12 * m.hidden + 3 * m.mlp_hidden)
+    attention = (4 * m.heads + 1) * o.rows * o.row_len ** 2 * 2  # scores + mask, the forward's and backward's
+    return float(weights + activations + attention)
+
+
+def available_memory() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return float(line.split()[1]) * 1024
+    return float("inf")
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if not torch.cuda.is_available():
+        need, have = cpu_memory_needed(cfg), available_memory()
+        if need > 0.8 * have:
+            raise SageError(f"optim: training on the CPU needs about {need / 2**30:.1f} GiB ({cfg.optim.rows} rows of "
+                            f"{cfg.optim.row_len} tokens, preset {cfg.preset}); {have / 2**30:.1f} GiB is available. "
+                            "Lower optim.rows / optim.row_len (--set optim.rows=1 --set optim.row_len=2048) "
+                            "or use a GPU")
     if resume is not None and not (Path(resume) / "train_state" / "state.json").is_file():
         raise SageError(f"--resume {resume}: no checkpoint there (missing train_state/state.json)")
     if resume is None and (Path(cfg.out_dir) / "train_state").exists():
