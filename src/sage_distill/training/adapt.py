@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..arc.task import Task
 from ..student.modeling_sage import SageModel, TaskEmbeddings, document_mask, flex_document_mask
+from ..student.sequences import sequence_length
 from .data import IGNORE, PackedRows, StepBatches, build_pairs
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,13 @@ def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: fl
     cuda = device.type == "cuda"
     table = build_pairs([(t.without_answers(), False) for t in tasks])
     table.task_index = table.task_index + first_row
-    packed = PackedRows(table, row_len or (8192 if cuda else 2048), seed)
+    if row_len is None:  # on the CPU a row just long enough for the longest pair keeps each step short
+        h_in, w_in = (np.array([g.shape[k] for g in table.inputs]) for k in (0, 1))
+        h_out, w_out = (np.array([g.shape[k] for g in table.outputs]) for k in (0, 1))
+        longest = int(np.maximum(sequence_length(h_in, w_in, h_out, w_out),
+                                 sequence_length(w_in, h_in, w_out, h_out)).max())
+        row_len = 8192 if cuda else max(longest, 256)
+    packed = PackedRows(table, row_len, seed)
     batches = StepBatches(packed, rows or (8 if cuda else 1), 0, 1)
     for p in model.parameters():
         p.requires_grad_(False)
