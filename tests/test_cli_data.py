@@ -92,6 +92,8 @@ def test_baseline_then_score(cli, exported: Path, tmp_path) -> None:
         {k: report[k] for k in ("pass@2", "pixel_accuracy", "shape_accuracy")}
     assert set(report["baselines"]) == {"copy", "background"}
     code, out, _ = cli("score", "--predictions", pred, "--solutions", sol, "--challenges", ch)
+    assert out.splitlines()[0].split() == ["metric", "bg.json", "copy", "background"]  # the file, not "(model)"
+    code, out, _ = cli("score", "--predictions", pred, "--solutions", sol, "--challenges", ch)
     assert code == 0 and "pass@2 (official)" in out and "background" in out and "copy" in out
 
 

@@ -59,7 +59,7 @@ def score(predictions: Path, solutions: Path, challenges: Path | None, as_json: 
     from ..evaluation.scoring import evaluate_files, format_table
 
     report = evaluate_files(predictions, solutions, challenges)
-    print(json.dumps(report, indent=2) if as_json else format_table(report, name=predictions.stem))
+    print(json.dumps(report, indent=2) if as_json else format_table(report, name=predictions.name))
 
 
 def render_command(dataset: str | None, split: str, file: Path | None, task_id: str | None,
