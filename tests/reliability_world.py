@@ -42,6 +42,11 @@ def build_world(root: Path) -> Path:
     spec = {"teacher": "sage", "layer": -1, "pooling": "grid", "context": "none", "dtype": "float32",
             "feature_dim": 8, "tokens_hw": [2, 2], "shard_size": 2, "tasks": ["t1"]}
     write_store(root / "store", spec, rows, lambda start, count: {"features": torch.randn(count, 4, 8)})
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    tiny_vit = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  image_size=28, patch_size=14)
+    SiglipVisionModel(tiny_vit).save_pretrained(root / "hf")
     (root / "afile.txt").write_text("not a directory\n")
     (root / "adir").mkdir()
     return root

@@ -149,7 +149,7 @@ def test_trace_show(cli, template: Path, data: bytes) -> None:
 @FUZZ
 @given(st.sampled_from(["--batch-size", "--shard-size", "--limit"]), st.integers(max_value=0))
 def test_extract(cli, template: Path, option: str, value: int) -> None:
-    check(cli, template, ["extract", "--teacher", "sage", "--weights", "{w}/model", "--dataset", "arc1",
+    check(cli, template, ["extract", "--teacher", "hf", "--weights", "{w}/hf", "--dataset", "arc1",
                           "--split", "training", "--out", "{w}/store2", option, str(value)])
 
 

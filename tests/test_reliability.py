@@ -68,7 +68,7 @@ TASK = {"train": [{"input": [[1, 2]], "output": [[2, 1]]}], "test": [{"input": [
 GOOD_TASK = json.dumps(TASK)
 RUN = ["run", "--challenges", "{w}/challenges.json", "--model", "{w}/model", "--out", "{w}/out", "--no-progress"]
 RUNC = [*RUN, "--config", "{w}/bad.yaml"]
-EXTRACT = ["extract", "--teacher", "sage", "--weights", "{w}/model", "--dataset", "arc1", "--split", "training",
+EXTRACT = ["extract", "--teacher", "hf", "--weights", "{w}/hf", "--dataset", "arc1", "--split", "training",
            "--out", "{w}/store2", "--limit", "1"]
 RENDER = ["render", "--file", "{w}/challenges.json", "--task", "t1", "--out", "{w}/t.png"]
 SCORE = ["score", "--predictions", "{w}/predictions.json", "--solutions", "{w}/solutions.json"]
@@ -269,7 +269,8 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     ("extract", "unknown split", _with(EXTRACT, "--split", "dev"), None),
     ("extract", "--context all", [*EXTRACT, "--context", "all"], None),
     ("extract", "--store-dtype int8", [*EXTRACT, "--store-dtype", "int8"], None),
-    ("extract", "truncated teacher weights", EXTRACT, _truncate("model/model.safetensors")),
+    ("extract", "truncated teacher weights", EXTRACT, _truncate("hf/model.safetensors")),
+    ("extract", "sage teacher (not extracted)", _with(EXTRACT, "--teacher", "sage"), None),
     # ---- features validate
     ("features validate", "missing folder", ["features", "validate", "{w}/nope"], None),
     ("features validate", "a file, not a folder", ["features", "validate", "{w}/afile.txt"], None),
@@ -325,7 +326,7 @@ def test_bad_input(cli, world_template: Path, tmp_path: Path, command: str, case
 def test_the_world_is_valid(cli, world_template: Path, tmp_path: Path) -> None:
     """The cases break one thing each: unbroken, the same commands succeed."""
     w = copy_world(world_template, tmp_path / "w")
-    for argv in (["data", "validate", "{w}/challenges.json"], BASE, SCORE, RENDER, SHOW, FV):
+    for argv in (["data", "validate", "{w}/challenges.json"], BASE, SCORE, RENDER, SHOW, FV, EXTRACT):
         code, _, err = cli(*[a.replace("{w}", str(w)) for a in argv])
         assert code == 0, (argv, err)
 

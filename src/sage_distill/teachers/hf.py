@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .base import TeacherError, render_canvases
 
@@ -49,7 +50,7 @@ class HFTeacher:
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             model = AutoModel.from_pretrained(folder, config=config, local_files_only=True,
                                               attn_implementation="sdpa", dtype=dtype)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, SafetensorError) as e:  # a truncated file is a SafetensorError
             raise TeacherError(f"cannot load a model from {folder}: {e}") from None
         self.model = _vision_part(model).to(device).eval()
         vcfg = getattr(config, "vision_config", None) or config
