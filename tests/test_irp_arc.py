@@ -76,6 +76,19 @@ def test_one_step_is_one_batch_of_views_and_the_answer_is_predicts_vote() -> Non
     assert 0.0 <= ans.uncertainty <= 1.0 and ans.disagreement == pytest.approx(solver.energy(s2))
 
 
+def test_steps_shrink_to_a_tenth_of_the_allocation() -> None:
+    model, task = tiny(), flip_task().without_answers()
+    solver = ArcSolver(model, [fingerprint(task)], max_views=8, views_per_step=4)
+    assert solver.views_for(task, 10.0) == 4  # no measured cost yet: the configured step
+    solver.step(solver.init_state(task, {}))  # measures ms per token
+    per_view = solver.ms_per_token * sum(len(x) * (len(x[0]) + 1) + 1 for x in task.test_inputs)
+    assert solver.views_for(task, 1e9) == 4
+    assert solver.views_for(task, 10 * 2.5 * per_view) == 2  # a tenth of the allocation holds 2.5 views
+    assert solver.views_for(task, 1e-9) == 1  # never less than one view
+    s = solver.init_state(task, {"allocation_atp": 10 * 2.5 * per_view})
+    assert solver.step(s).decoded == 2
+
+
 def test_halts_when_the_top_two_can_no_longer_change() -> None:
     t = Tally.empty()
     inp = g([[1]])
@@ -146,7 +159,8 @@ def test_budget_holds_on_10_real_arc_tasks() -> None:
     model = tiny(num_tasks=2)
     tasks = load_dataset("arc1", "evaluation")[:10]
     solver = ArcSolver(model, ["a" * 24, "b" * 24], max_views=8, views_per_step=1, adapt_steps=2)
-    settings = OrchestratorSettings(base_budget=400.0, reserve_capacity=1e9)
+    # 20 ATP (ms): far below one task's 2 adaptation steps + 8 views on any CPU, so the budget must stop it.
+    settings = OrchestratorSettings(base_budget=20.0, reserve_capacity=1e9)
     orch = Orchestrator([solver], settings, max_steps={"arc_solver": solver.steps_needed()})
     stopped = 0
     for task in tasks:

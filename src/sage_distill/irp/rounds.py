@@ -38,7 +38,9 @@ def run_plugins(plugins: list[Plugin], x: Any, ctx: dict[str, Any], budget_atp: 
     refiners: dict[str, Refiner] = {}
     for p in plugins:  # init_state is charged to the account, like a step
         init_est, step_est = estimates.get(p.name, (0.0, 0.0))
-        r = Refiner(p, x, ctx, Budget(max_steps[p.name], alloc[p.name], min_steps), account=accounts[p.name],
+        # Each plugin sees its own allocation, so it can size its steps (no call above a tenth of it).
+        r = Refiner(p, x, {**ctx, "allocation_atp": alloc[p.name]}, Budget(max_steps[p.name], alloc[p.name], min_steps),
+                    account=accounts[p.name],
                     pool=pool, pool_share=share(p.name), rule=rule, clock=clock, ledger=ledger,
                     init_estimate=init_est, step_estimate=step_est)
         refiners[p.name] = r

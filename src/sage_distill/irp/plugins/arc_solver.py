@@ -92,6 +92,7 @@ class ArcSolver:
         # of decoding, and ms per adaptation step.
         self.ms_per_token: float | None = None
         self.ms_per_adapt_step: float | None = None
+        self._step_views: dict[str, int] = {}  # fingerprint -> views per step sized to its allocation
 
     # ------------------------------------------------------------------ rows
 
@@ -122,11 +123,20 @@ class ArcSolver:
         left = 0 if fp in self.known else max(0, self.adapt_steps - self.adapted.get(fp, 0))
         s = ArcState(x, fp, row, view_augmentations(fp, self.max_views), [Tally.empty() for _ in x.test_inputs],
                      adapt_left=left)
+        self._step_views[fp] = self.views_for(x, ctx.get("allocation_atp"))
         self._last = s
         return s
 
+    def views_for(self, task: Task, allocation_atp: float | None) -> int:
+        """Views per step: `views_per_step`, fewer when the measured decoding cost (1 ATP = 1 ms) of that
+        many views would exceed a tenth of the run's allocation; at least one view."""
+        if allocation_atp is None or self.ms_per_token is None:
+            return self.views_per_step
+        per_view = self.ms_per_token * sum(expected_output_tokens(task, g) for g in task.test_inputs)
+        return max(1, min(self.views_per_step, int(0.1 * allocation_atp / max(per_view, 1e-9))))
+
     def _step_jobs(self, s: ArcState) -> list[tuple[int, Job]]:
-        views = s.views[s.decoded:s.decoded + self.views_per_step]
+        views = s.views[s.decoded:s.decoded + self._step_views.get(s.fingerprint, self.views_per_step)]
         return [(i, Job(g, a, s.row)) for i, g in enumerate(s.task.test_inputs) for a in views]
 
     def step(self, s: ArcState) -> ArcState:
@@ -172,9 +182,8 @@ class ArcSolver:
         return HaltDecision(reason is not None, reason or "")
 
     def steps_needed(self) -> int:
-        """The most IRP steps one run can take: adaptation, then every batch of views."""
-        return math.ceil(self.adapt_steps / self.adapt_steps_per_call) + math.ceil(self.max_views /
-                                                                                   self.views_per_step)
+        """The most IRP steps one run can take: adaptation, then every view (steps may shrink to one view)."""
+        return math.ceil(self.adapt_steps / self.adapt_steps_per_call) + self.max_views
 
     def estimate_step_ms(self, s: ArcState) -> float:
         if s.adapt_left > 0:
