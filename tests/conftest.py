@@ -22,6 +22,18 @@ def make_task(n_train: int = 2, n_test: int = 1) -> dict:
     return {"train": [pair(i) for i in range(n_train)], "test": [pair(i + 5) for i in range(n_test)]}
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and far faster on a shared, loaded CPU (no OpenMP spinning).
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def write_json(tmp_path: Path):
     def write(name: str, obj: object) -> Path:

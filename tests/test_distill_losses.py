@@ -22,13 +22,7 @@ from sage_distill.training.data import IGNORE, PackedRows, StepBatches, build_pa
 B, L, V = 2, 12, 14
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster, and far faster on a shared, loaded CPU (no OpenMP spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def labels(b: int = B, n: int = L) -> torch.Tensor:

@@ -30,13 +30,7 @@ TASKS = load_dataset("arc1", "training")[:5]
 SOURCE = {"weights": "tiny", "dataset": "arc1", "split": "training"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster, and far faster on a shared, loaded CPU (no OpenMP spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

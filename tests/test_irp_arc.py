@@ -22,15 +22,7 @@ from sage_distill.student.configuration_sage import END, IO_SEP, NEWLINE, VOCAB
 from sage_distill.student.generate import Candidate, Tally
 from sage_distill.training.data import fingerprint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Decoding is many tiny matmuls: on a shared, busy CPU two OpenMP threads spin against each other
-    (measured 50x slower than one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def g(rows: list[list[int]]) -> np.ndarray:

@@ -22,7 +22,9 @@ from sage_distill.irp.plugins.synthetic import ScriptedPlugin
 from sage_distill.irp.trace import read_trace
 from sage_distill.student.checkpoint import save_model
 from sage_distill.training.data import fingerprint
-from test_irp_arc import one_thread, tiny  # noqa: F401 (one_thread: an autouse fixture)
+from test_irp_arc import tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TASKS = {
     "aa": {"train": [{"input": [[1, 0]], "output": [[0, 1]]}, {"input": [[2, 2, 0]], "output": [[0, 2, 2]]}],

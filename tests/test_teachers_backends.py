@@ -22,13 +22,7 @@ from sage_distill.training.data import PackedRows, StepBatches, build_pairs
 TINY_SAGE = SageConfig(hidden=32, heads=2, layers=2, mlp_hidden=64, num_tasks=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster, and far faster on a shared, loaded CPU (no OpenMP spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def canvases(n: int = 2) -> torch.Tensor:
