@@ -36,12 +36,17 @@ class LossInputs:
         return self.labels != IGNORE
 
 
+def output_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the labelled (output) tokens, a mean over those tokens: the task loss of
+    training, adaptation and distillation alike."""
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)
+
+
 class TaskLoss(nn.Module):
-    """Cross-entropy of the student on its labelled tokens, a mean over those tokens (the training
-    loop's own loss)."""
+    """The student's `output_loss` (the training loop's own loss)."""
 
     def forward(self, li: LossInputs) -> torch.Tensor:
-        return F.cross_entropy(li.logits.flatten(0, -2).float(), li.labels.flatten(), ignore_index=IGNORE)
+        return output_loss(li.logits, li.labels)
 
 
 LOSSES: dict[str, type[nn.Module]] = {"task": TaskLoss}

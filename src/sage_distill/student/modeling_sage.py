@@ -186,6 +186,11 @@ def document_mask(doc: torch.Tensor) -> torch.Tensor:
     return ((doc[:, :, None] == doc[:, None, :]) & causal).unsqueeze(1)
 
 
+def packed_mask(doc: torch.Tensor):
+    """The document mask for packed rows: a flex BlockMask on CUDA, a dense tensor elsewhere."""
+    return flex_document_mask(doc) if doc.device.type == "cuda" else document_mask(doc)
+
+
 def flex_document_mask(doc: torch.Tensor):
     """The same mask as a flex-attention BlockMask: blocks outside any document are skipped."""
     from torch.nn.attention.flex_attention import create_block_mask

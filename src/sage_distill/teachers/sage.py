@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..student.modeling_sage import SageModel, TaskEmbeddings, document_mask, flex_document_mask
+from ..student.modeling_sage import SageModel, TaskEmbeddings, packed_mask
 from ..utils.loading import load_sage_model
 from .base import TeacherError
 
@@ -56,7 +56,7 @@ class SageTeacher:
         if missing:
             raise TeacherError(f"the SAGE teacher needs packed batch keys {', '.join(missing)}")
         b = {k: batch[k].to(self.device) for k in READS}
-        mask = flex_document_mask(b["doc"]) if self.device.type == "cuda" else document_mask(b["doc"])
+        mask = packed_mask(b["doc"])
         hidden: list[torch.Tensor] = []
         hook = self.model.norm.register_forward_hook(lambda _m, _i, out: hidden.append(out))
         try:

@@ -8,14 +8,12 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..arc.task import Task
-from ..student.modeling_sage import SageModel, TaskEmbeddings, document_mask, flex_document_mask
-from ..student.sequences import sequence_length
-from .data import IGNORE, PackedRows, StepBatches, build_pairs
+from ..distill.losses import output_loss
+from ..student.modeling_sage import SageModel, TaskEmbeddings, packed_mask
+from .data import PackedRows, StepBatches, build_pairs, pair_lengths
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +42,7 @@ def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: fl
     table = build_pairs([(t.without_answers(), False) for t in tasks])
     table.task_index = table.task_index + first_row
     if row_len is None:  # on the CPU a row just long enough for the longest pair keeps each step short
-        h_in, w_in = (np.array([g.shape[k] for g in table.inputs]) for k in (0, 1))
-        h_out, w_out = (np.array([g.shape[k] for g in table.outputs]) for k in (0, 1))
-        longest = int(np.maximum(sequence_length(h_in, w_in, h_out, w_out),
-                                 sequence_length(w_in, h_in, w_out, h_out)).max())
-        row_len = 8192 if cuda else max(longest, 256)
+        row_len = 8192 if cuda else max(int(pair_lengths(table).max()), 256)
     packed = PackedRows(table, row_len, seed)
     batches = StepBatches(packed, rows or (8 if cuda else 1), 0, 1)
     for p in model.parameters():
@@ -61,10 +55,10 @@ def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: fl
     deadline, step, loss = time.time() + minutes * 60, 0, float("nan")
     while time.time() < deadline and (max_steps is None or step < max_steps):
         batch = {k: v.to(device) for k, v in batches[step].items()}
-        mask = flex_document_mask(batch["doc"]) if cuda else document_mask(batch["doc"])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            logits = model(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"], mask)
-        out = F.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE)
+            logits = model(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"],
+                           packed_mask(batch["doc"]))
+        out = output_loss(logits, batch["labels"])
         opt.zero_grad(set_to_none=True)
         out.backward()
         opt.step()

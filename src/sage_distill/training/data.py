@@ -122,6 +122,13 @@ def assemble(training: list[tuple[str, str]], evaluation: list[tuple[str, str]],
     return build_pairs(chosen), report
 
 
+def pair_lengths(table: PairTable) -> np.ndarray:
+    """Each pair's token count in its longer orientation (transposing views swap height and width)."""
+    h_in, w_in = (np.array([g.shape[k] for g in table.inputs]) for k in (0, 1))
+    h_out, w_out = (np.array([g.shape[k] for g in table.outputs]) for k in (0, 1))
+    return np.maximum(sequence_length(h_in, w_in, h_out, w_out), sequence_length(w_in, h_in, w_out, h_out))
+
+
 class PackedRows:
     """Rows of packed sequences; row g of the whole run is a pure function of (seed, g)."""
 
@@ -132,8 +139,7 @@ class PackedRows:
         self.h_out = np.array([g.shape[0] for g in table.outputs])
         self.w_out = np.array([g.shape[1] for g in table.outputs])
         self._starts = [0]  # first global row of each planned epoch
-        longest = np.maximum(sequence_length(self.h_in, self.w_in, self.h_out, self.w_out),
-                             sequence_length(self.w_in, self.h_in, self.w_out, self.h_out))
+        longest = pair_lengths(table)
         if len(longest) and longest.max() > row_len:
             i = int(longest.argmax())
             raise SageError(f"optim.row_len: {row_len} tokens cannot hold a pair of task "

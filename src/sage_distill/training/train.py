@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from ..distill.losses import output_loss
 from ..errors import SageError
 from ..student.checkpoint import save_model
-from ..student.modeling_sage import SageModel, document_mask, flex_document_mask
+from ..student.modeling_sage import SageModel, packed_mask
 from ..utils.io import atomic_save_safetensors, atomic_write_json
 from .config import TrainConfig
 from .data import IGNORE, PackedRows, StepBatches, assemble
@@ -126,10 +126,10 @@ class Trainer:
                 g["lr"] = o.lr * factor
             for g in self.task_optimizer.param_groups:
                 g["lr"] = o.task_lr * factor
-            mask = flex_document_mask(batch["doc"]) if self.device.type == "cuda" else document_mask(batch["doc"])
             with autocast:
-                logits = self.net(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"], mask)
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE)
+                logits = self.net(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"],
+                                  packed_mask(batch["doc"]))
+            loss = output_loss(logits, batch["labels"])
             if not torch.isfinite(loss):
                 raise self._diverged("loss", loss)
             self.optimizer.zero_grad(set_to_none=True)
