@@ -254,6 +254,94 @@ def trace_show(trace: Annotated[Path, typer.Argument(help="trace.jsonl written b
     print(show_command(trace, out))
 
 
+# ---------------------------------------------------------------- robot: collect / train / eval / convert / show
+
+robot_app = typer.Typer(no_args_is_help=True, help="Robot control on Meta-World: expert data, the control student, "
+                                                   "closed-loop evaluation, LeRobot datasets.")
+app.add_typer(robot_app, name="robot")
+
+
+@robot_app.command("collect")
+def robot_collect(out: Annotated[Path, Opt("--out", help="LeRobot v3.0 dataset folder (resumed if present).")],
+                  tasks: Annotated[str, Opt("--tasks", help="mt10, mt50 or comma-separated task names.")] = "mt10",
+                  episodes: Annotated[int, Opt("--episodes", help="Successful demonstrations per task.")] = 50,
+                  image_size: Annotated[int, Opt("--image-size", help="corner2 frame size; 0 = state only.")] = 128,
+                  workers: Annotated[int, Opt("--workers", help="Simulator processes (0 = in this one).")] = 0,
+                  ) -> None:
+    """Meta-World's scripted experts on seeded train variants, into a LeRobot v3.0 dataset."""
+    from .robot.commands import collect_command
+
+    print(collect_command(out, tasks, episodes, image_size, workers))
+
+
+@robot_app.command("train")
+def robot_train(data: Annotated[Path, Opt("--data", help="LeRobot dataset from `robot collect`.")],
+                out: Annotated[Path, Opt("--out", help="Policy folder (resumed if it holds a checkpoint).")],
+                config: Annotated[Path | None, Opt("--config", help="YAML of RobotTrainConfig fields.")] = None,
+                obs: Annotated[str | None, Opt("--obs", help="pixels or state.")] = None,
+                tasks: Annotated[str | None, Opt("--tasks", help="Only these tasks (mt10, mt50 or names).")] = None,
+                steps: Annotated[int | None, Opt("--steps")] = None,
+                batch: Annotated[int | None, Opt("--batch")] = None,
+                device: Annotated[str | None, Opt("--device", help="cpu or cuda.")] = None,
+                ) -> None:
+    """Behaviour cloning of the SAGE control policy (flow matching over action chunks)."""
+    from .robot.commands import train_command
+    from .robot.envs import task_set
+
+    overrides = dict(obs=obs, steps=steps, batch=batch, device=device,
+                     tasks=task_set(tasks) if tasks else None)
+    print(train_command(data, out, config, overrides))
+
+
+@robot_app.command("eval")
+def robot_eval(policy: Annotated[Path, Opt("--policy", help="Policy folder from `robot train`.")],
+               out: Annotated[Path, Opt("--out", help="Folder: episodes.jsonl, summary.json, success.png, videos/.")],
+               tasks: Annotated[str, Opt("--tasks", help="mt10, mt50 or comma-separated task names.")] = "mt10",
+               protocol: Annotated[str, Opt("--protocol", help="heldout (unseen positions) or fixed (LeRobot's).")
+                                   ] = "heldout",
+               episodes: Annotated[int, Opt("--episodes", help="Episodes per task.")] = 10,
+               device: Annotated[str, Opt("--device")] = "cpu",
+               workers: Annotated[int, Opt("--workers", help="Simulator processes (0 = in this one).")] = 0,
+               flow_steps: Annotated[int | None, Opt("--flow-steps", help="Euler steps per chunk.")] = None,
+               videos: Annotated[int, Opt("--videos", help="GIFs of the first N seeds of each task.")] = 1,
+               ) -> None:
+    """Closed-loop success rate per task on held-out seeds, headless."""
+    from .robot.commands import eval_command
+
+    print(eval_command(policy, tasks, protocol, episodes, out, device, workers, flow_steps, videos))
+
+
+@robot_app.command("latency")
+def robot_latency(policy: Annotated[Path, Opt("--policy", help="Policy folder from `robot train`.")],
+                  device: Annotated[str, Opt("--device")] = "cpu",
+                  task: Annotated[str, Opt("--task", help="Task whose first frame is the input.")] = "push-v3",
+                  steps: Annotated[str, Opt("--flow-steps", help="Comma-separated Euler step counts.")] = "1,2,4,8",
+                  ) -> None:
+    """Milliseconds per action chunk at batch 1 (encode + K Euler steps), median of 30."""
+    from .robot.commands import latency_command
+    from .robot.envs import task_set
+
+    print(latency_command(policy, device, task_set(task)[0], [int(k) for k in steps.split(",") if k.strip()]))
+
+
+@robot_app.command("convert")
+def robot_convert(src: Annotated[Path, typer.Argument(help="LeRobot v2.0 / v2.1 / v3.0 dataset folder.")],
+                  out: Annotated[Path, Opt("--out", help="New LeRobot v3.0 folder.")]) -> None:
+    """Rewrite a LeRobot dataset as v3.0, with its known defects fixed and named."""
+    from .robot.commands import convert_command
+
+    print(convert_command(src, out))
+
+
+@robot_app.command("show")
+def robot_show(path: Annotated[Path, typer.Argument(help="LeRobot dataset folder.")],
+               as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False) -> None:
+    """Version, episodes, frames, tasks, features (and which dims vary), fixes applied."""
+    from .robot.commands import show_command
+
+    print(show_command(path, as_json))
+
+
 def _debug(args: list[str]) -> bool:
     return os.environ.get("SAGE_DEBUG", "") not in ("", "0") or args[:1] == ["--debug"]
 

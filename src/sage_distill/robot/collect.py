@@ -1,0 +1,121 @@
+"""Expert demonstrations into a LeRobot v3.0 dataset: seeded, resumable, successes only.
+
+Episode k of a task uses the "train" variant with seed k (see robot.envs), so the positions the student
+is trained on are known exactly and never overlap the held-out ones. The dataset's per-episode metadata
+carries `task_name`, `seed` and `variant`. A kill loses at most the wave in flight; re-running the same
+command skips every seed already written or already known to fail (`collect_state.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import SageError
+from ..teachers.control import MetaWorldExpert
+from ..utils.io import atomic_write_json
+from .datasets import LeRobotWriter
+from .envs import ACTION_DIM, CAMERA, PROPRIO_DIM, STATE_DIM, EnvPool, Variant
+
+log = logging.getLogger(__name__)
+FPS = 80  # Meta-World: 5 frames of 2.5 ms per control step
+IMAGE_KEY = f"observation.images.{CAMERA}"
+
+
+def features(image_size: int | None) -> dict[str, dict]:
+    feats: dict[str, dict] = {
+        "observation.state": {"dtype": "float32", "shape": [PROPRIO_DIM], "names": ["x", "y", "z", "gripper"]},
+        "observation.environment_state": {"dtype": "float32", "shape": [STATE_DIM], "names": None},
+        "action": {"dtype": "float32", "shape": [ACTION_DIM], "names": ["dx", "dy", "dz", "grip"]},
+    }
+    if image_size:
+        feats[IMAGE_KEY] = {"dtype": "video", "shape": [image_size, image_size, 3],
+                            "names": ["height", "width", "channel"]}
+    return feats
+
+
+def _run_wave(pool: EnvPool, variants: list[Variant], expert: MetaWorldExpert, image_size: int | None,
+              after_success: int) -> list[tuple[Variant, bool, dict[str, np.ndarray]]]:
+    """Roll the expert out on every variant until `after_success` steps past its first success, or the
+    step limit. The steps past success matter: an episode cut at the success threshold never shows the
+    student what to do *at* the threshold, and a student that stops a hair short hovers there."""
+    obs = pool.reset(variants)
+    frames: list[dict[str, list]] = [{k: [] for k in features(image_size)} for _ in variants]
+    live = {i: o for i, o in enumerate(obs)}
+    success = [False] * len(variants)
+    since = [0] * len(variants)  # steps since the first success
+    while live:
+        ids = list(live)
+        actions = expert.act([live[i] for i in ids], [variants[i].task for i in ids])
+        for i, a in zip(ids, actions, strict=True):
+            o, f = live[i], frames[i]
+            f["observation.state"].append(o["agent_pos"])
+            f["observation.environment_state"].append(o["state"])
+            f["action"].append(a)
+            if image_size:
+                f[IMAGE_KEY].append(o["pixels"])
+        for i, (o, ok, out_of_time) in pool.step(dict(zip(ids, actions, strict=True))).items():
+            success[i] = success[i] or ok
+            since[i] += success[i]
+            if out_of_time or (success[i] and since[i] > after_success):
+                del live[i]
+            else:
+                live[i] = o
+    return [(v, ok, {k: np.stack(x) for k, x in f.items()})
+            for v, ok, f in zip(variants, success, frames, strict=True)]
+
+
+def collect(out: str | Path, tasks: list[str], episodes: int, image_size: int | None = 128, workers: int = 0,
+            max_attempts: int = 3, wave: int = 64, episodes_per_file: int = 50, after_success: int = 20) -> dict:
+    """Write `episodes` successful expert demonstrations per task into `out` (LeRobot v3.0)."""
+    if episodes < 1:
+        raise SageError("must be at least 1", where="--episodes")
+    out = Path(out)
+    writer = LeRobotWriter(out, fps=FPS, robot_type="sawyer", features=features(image_size),
+                           episodes_per_file=episodes_per_file)
+    state_path = out / "collect_state.json"
+    failed: list[list] = json.loads(state_path.read_text())["failed"] if state_path.is_file() else []
+    tried = {(e.extra["task_name"], int(e.extra["seed"])) for e in writer.done()} | {(t, s) for t, s in failed}
+    have = Counter(e.extra["task_name"] for e in writer.done())
+    next_seed = {t: 1 + max([s for (n, s) in tried if n == t], default=-1) for t in tasks}
+    expert = MetaWorldExpert()
+    bar = tqdm(total=episodes * len(tasks), initial=sum(min(have[t], episodes) for t in tasks),
+               desc="collect", unit="ep")
+    with EnvPool(image_size=image_size, workers=workers) as pool:
+        while True:
+            todo = [t for t in tasks if have[t] < episodes and next_seed[t] < max_attempts * episodes]
+            if not todo:
+                break
+            variants: list[Variant] = []
+            for t in todo:  # a fair share of the wave for every task still short
+                n = min(episodes - have[t], max(1, wave // len(todo)), max_attempts * episodes - next_seed[t])
+                variants += [Variant(t, "train", next_seed[t] + k) for k in range(n)]
+                next_seed[t] += n
+            for v, ok, frames in _run_wave(pool, variants, expert, image_size, after_success):
+                if ok:
+                    writer.add_episode(frames, task=v.task, extra={"task_name": v.task, "seed": v.seed,
+                                                                   "variant": "train", "after_success": after_success})
+                    have[v.task] += 1
+                    bar.update(1)
+                else:
+                    failed.append([v.task, v.seed])
+            # The data first, then the failures: a kill in between only retries a failure.
+            writer.flush()
+            atomic_write_json(state_path, {"failed": failed})
+    writer.close()
+    bar.close()
+    attempts = Counter(t for t, _ in failed) + have
+    summary = {"tasks": {t: {"demos": have[t], "attempts": attempts[t],
+                             "expert_success": have[t] / max(1, attempts[t])} for t in tasks}}
+    summary["demos"] = sum(have[t] for t in tasks)
+    summary["expert_success"] = summary["demos"] / max(1, sum(attempts[t] for t in tasks))
+    atomic_write_json(out / "collect_summary.json", summary, indent=1)
+    short = [t for t in tasks if have[t] < episodes]
+    if short:
+        log.warning("fewer than %d demonstrations for %s (expert failures)", episodes, ", ".join(short))
+    return summary

@@ -1,0 +1,200 @@
+"""Closed-loop evaluation of a control policy on Meta-World: success rate per task, on named variants.
+
+Every episode is (task, protocol, seed). "heldout" seeds are positions never in any training set; "fixed"
+is LeRobot's one position per task, where the seed only changes the policy's noise. Episodes run many at a
+time (`EnvPool`); the policy is queried once per chunk for all episodes that need one, and executes
+`n_action_steps` actions of it. Results go to `episodes.jsonl` as episodes finish, so a killed evaluation
+resumes where it stopped; `summary.json`, `success.png` and a few GIFs are written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import SageError
+from ..utils.io import atomic_write_json
+from .envs import EnvPool, Variant
+from .policies.sage_control import ControlPolicy
+from .train import load_policy
+
+log = logging.getLogger(__name__)
+
+
+def policy_batch(policy: ControlPolicy, obs: list[dict[str, np.ndarray]], prev: list[np.ndarray],
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    pos = np.stack([o["agent_pos"] for o in obs])
+    batch = {"proprio": torch.from_numpy(np.concatenate([pos, pos - np.stack(prev)], 1)).float(),
+             "task_index": torch.tensor([int(o["task_index"]) for o in obs])}
+    if policy.cfg.obs == "pixels":
+        batch["pixels"] = torch.from_numpy(np.stack([o["pixels"] for o in obs]))
+    else:
+        batch["state"] = torch.from_numpy(np.stack([o["state"] for o in obs])).float()
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def episode_noise(policy: ControlPolicy, variant: Variant, query: int) -> torch.Tensor:
+    """The initial noise of one chunk, a pure function of the episode and the query number."""
+    key = zlib.crc32(f"{variant.task}/{variant.protocol}/{variant.seed}/{query}".encode())
+    g = torch.Generator().manual_seed(key)
+    return torch.randn(policy.cfg.chunk, policy.cfg.action_dim, generator=g)
+
+
+def _save_gif(path: Path, frames: list[np.ndarray]) -> None:
+    import imageio.v2 as imageio
+
+    tmp = path.with_suffix(".tmp.gif")
+    imageio.mimsave(tmp, frames[::2], duration=1000 / 40, loop=0)  # every 2nd step at 40 fps: real time
+    tmp.replace(path)
+
+
+def run_episodes(policy: ControlPolicy, variants: list[Variant], pool: EnvPool, device: torch.device,
+                 flow_steps: int | None = None, record: set[int] | None = None, on_done=None) -> dict:
+    """Roll out every variant to success or the step limit. Returns timing; calls on_done(i, success,
+    steps, frames) as each episode ends."""
+    obs = pool.reset(variants)
+    live = dict(enumerate(obs))
+    prev = {i: o["agent_pos"] for i, o in live.items()}
+    queue: dict[int, list[np.ndarray]] = {i: [] for i in live}
+    queries = defaultdict(int)
+    steps = defaultdict(int)
+    frames: dict[int, list[np.ndarray]] = {i: [] for i in (record or set())}
+    calls, chunks, seconds = 0, 0, 0.0
+    while live:
+        need = [i for i in live if not queue[i]]
+        if need:
+            t0 = time.perf_counter()
+            batch = policy_batch(policy, [live[i] for i in need], [prev[i] for i in need], device)
+            noise = torch.stack([episode_noise(policy, variants[i], queries[i]) for i in need])
+            with torch.no_grad():
+                acts = policy.sample(batch, flow_steps, noise=noise).float().cpu().numpy()
+            seconds += time.perf_counter() - t0
+            calls, chunks = calls + 1, chunks + len(need)
+            for i, a in zip(need, acts, strict=True):
+                queue[i] = list(a[: policy.cfg.n_action_steps])
+                queries[i] += 1
+        actions = {i: queue[i].pop(0) for i in live}
+        for i in live:
+            if i in frames and "pixels" in live[i]:
+                frames[i].append(live[i]["pixels"])
+        for i, (o, ok, out_of_time) in pool.step(actions).items():
+            prev[i] = live[i]["agent_pos"]
+            steps[i] += 1
+            if ok or out_of_time:  # an episode ends at its first success, as in LeRobot's evaluation
+                del live[i]
+                if on_done:
+                    on_done(i, ok, steps[i], frames.get(i))
+            else:
+                live[i] = o
+    return {"calls": calls, "chunks": chunks, "policy_seconds": seconds}
+
+
+def evaluate(policy_dir: str | Path, tasks: list[str], protocol: str, episodes: int, out: str | Path,
+             device: str = "cpu", workers: int = 0, flow_steps: int | None = None, videos: int = 2,
+             parallel: int = 500) -> dict:
+    if protocol not in ("heldout", "fixed"):
+        raise SageError("must be heldout or fixed (train variants are what the policy was trained on)",
+                        where="--protocol")
+    if episodes < 1:
+        raise SageError("must be at least 1", where="--episodes")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    policy, trained = load_policy(policy_dir, device)
+    unknown = [t for t in tasks if trained and t not in trained]
+    if unknown:
+        raise SageError(f"the policy was not trained on {', '.join(unknown)}", where="--tasks")
+    log_path = out / "episodes.jsonl"
+    done = {}
+    if log_path.is_file():
+        for line in log_path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[(r["task"], r["protocol"], r["seed"], r["flow_steps"])] = r
+    steps_k = flow_steps or policy.cfg.flow_steps
+    todo = [Variant(t, protocol, s) for t in tasks for s in range(episodes)
+            if (t, protocol, s, steps_k) not in done]
+    image_size = policy.cfg.image_size if policy.cfg.obs == "pixels" else None
+    videos_dir = out / "videos"
+    timing = {"calls": 0, "chunks": 0, "policy_seconds": 0.0}
+    bar = tqdm(total=len(tasks) * episodes, initial=len(tasks) * episodes - len(todo), desc="eval", unit="ep")
+    with EnvPool(image_size=image_size, workers=workers) as pool, log_path.open("a") as log_file:
+        for start in range(0, len(todo), parallel):
+            wave = todo[start: start + parallel]
+            # GIFs of the first `videos` seeds of each task (pixels only).
+            record = {i for i, v in enumerate(wave) if v.seed < videos} if image_size else set()
+
+            def finished(i: int, ok: bool, n: int, frames: list | None, wave=wave) -> None:
+                v = wave[i]
+                row = {"task": v.task, "protocol": v.protocol, "seed": v.seed, "flow_steps": steps_k,
+                       "success": bool(ok), "steps": n}
+                log_file.write(json.dumps(row) + "\n")
+                log_file.flush()
+                done[(v.task, v.protocol, v.seed, steps_k)] = row
+                if frames:
+                    videos_dir.mkdir(exist_ok=True)
+                    _save_gif(videos_dir / f"{v.task}_{v.protocol}{v.seed}_{'ok' if ok else 'fail'}.gif", frames)
+                bar.update(1)
+
+            t = run_episodes(policy, wave, pool, dev, flow_steps, record, finished)
+            for k in timing:
+                timing[k] += t[k]
+    bar.close()
+    rows = [r for (t, p, s, k), r in done.items() if t in tasks and p == protocol and s < episodes and k == steps_k]
+    per_task = {t: float(np.mean([r["success"] for r in rows if r["task"] == t])) for t in tasks}
+    summary = {"policy": str(policy_dir), "protocol": protocol, "episodes_per_task": episodes,
+               "flow_steps": steps_k, "device": device, "mean_success": float(np.mean(list(per_task.values()))),
+               "per_task": per_task, "mean_steps": float(np.mean([r["steps"] for r in rows])),
+               "policy_ms_per_call": 1000 * timing["policy_seconds"] / max(1, timing["calls"]),
+               "policy_ms_per_chunk": 1000 * timing["policy_seconds"] / max(1, timing["chunks"])}
+    atomic_write_json(out / "summary.json", summary, indent=1)
+    plot_success(per_task, out / "success.png", f"{Path(policy_dir).name}: {protocol} variants, "
+                 f"{episodes} episodes/task, K={steps_k} (mean {summary['mean_success']:.1%})")
+    return summary
+
+
+def plot_success(per_task: dict[str, float], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(per_task)
+    fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(names) + 2), 4))
+    ax.bar(range(len(names)), [100 * per_task[n] for n in names], color="#3a7bd5")
+    ax.set_xticks(range(len(names)), [n.removesuffix("-v3") for n in names], rotation=75, fontsize=7)
+    ax.set_ylabel("success rate (%)")
+    ax.set_xlabel("Meta-World task")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def chunk_latency(policy: ControlPolicy, obs: dict[str, np.ndarray], device: str, flow_steps: int,
+                  repeats: int = 30) -> float:
+    """Median milliseconds to produce one action chunk for one observation (batch 1), encode included."""
+    dev = torch.device(device)
+    batch = policy_batch(policy, [obs], [obs["agent_pos"]], dev)
+    times = []
+    for _ in range(repeats + 3):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            policy.sample(batch, flow_steps)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times[3:]))

@@ -1,0 +1,1 @@
+"""Robot policies, one folder each (LeRobot layout)."""

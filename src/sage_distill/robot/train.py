@@ -1,0 +1,256 @@
+"""Behaviour cloning of the SAGE control policy on a LeRobot dataset of expert demonstrations.
+
+The whole dataset sits on the training device (uint8 frames: 128x128 MT50 at 50 demos a task is ~15 GB,
+which one H100 holds), so a batch is an index draw and a gather: no loader processes. Each step's batch
+is a pure function of (seed, step), so a run resumed after a kill continues exactly; checkpoints are the
+EMA weights for inference (`model.safetensors` + `config.json`) and the resumable state in `train_state/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from ..errors import ConfigError, SageError
+from ..training.state import load_optimizer, save_optimizer
+from ..utils.io import atomic_save_safetensors, atomic_write_json
+from .collect import IMAGE_KEY
+from .datasets import open_dataset
+from .envs import all_tasks
+from .policies.sage_control import ControlConfig, ControlPolicy
+
+log = logging.getLogger(__name__)
+
+
+class RobotTrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    out: Path
+    obs: str = Field("pixels", pattern="^(pixels|state)$")
+    tasks: list[str] | None = None  # default: every task in the dataset
+    episodes_per_task: int | None = Field(None, ge=1)  # default: all
+    steps: int = Field(20_000, ge=1)
+    batch: int = Field(256, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup: int = Field(500, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    shift: int = Field(3, ge=0)  # random-shift augmentation in pixels (DrQ); large shifts blur where things are
+    chunk: int = Field(16, ge=1)
+    n_action_steps: int = Field(8, ge=1)
+    width: int = Field(512, ge=16)
+    depth: int = Field(4, ge=1)
+    flow_steps: int = Field(8, ge=1)
+    seed: int = 0
+    device: str = "cpu"
+    save_every: int = Field(2000, ge=1)
+    log_every: int = Field(100, ge=1)
+
+
+def build_tables(cfg: RobotTrainConfig, device: torch.device) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Every frame of the chosen episodes as tensors on `device`, plus (N, chunk) indices of each frame's
+    action chunk and the mask of steps past its episode's end."""
+    ds = open_dataset(cfg.data)
+    names = all_tasks()
+    wanted = set(cfg.tasks) if cfg.tasks else None
+    keys = ["observation.state", "action"] + (["observation.environment_state"] if cfg.obs == "state" else [])
+    if cfg.obs == "pixels":
+        if IMAGE_KEY not in ds.video_keys:
+            raise SageError(f"no {IMAGE_KEY} video: collect with --image-size, or train with --obs state",
+                            file=cfg.data)
+        keys.append(IMAGE_KEY)
+    per_task: dict[str, int] = {}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    tasks, starts, lengths = [], [], []
+    total = 0
+    for ep in tqdm(ds.episodes, desc="load", unit="ep"):
+        name = ep.extra.get("task_name") or ep.tasks[0]
+        if (wanted and name not in wanted) or name not in names:
+            continue
+        if cfg.episodes_per_task and per_task.get(name, 0) >= cfg.episodes_per_task:
+            continue
+        per_task[name] = per_task.get(name, 0) + 1
+        frames = ds.frames(ep.index, keys)
+        for k in keys:
+            cols[k].append(frames[k])
+        tasks.append(np.full(ep.length, names.index(name)))
+        starts.append(total)
+        lengths.append(ep.length)
+        total += ep.length
+    if not total:
+        raise SageError(f"no episodes of {sorted(wanted) if wanted else 'any task'} in the dataset", file=cfg.data)
+    pos = np.concatenate(cols["observation.state"]).astype(np.float32)
+    prev = np.concatenate([np.concatenate([c[:1], c[:-1]]) for c in cols["observation.state"]]).astype(np.float32)
+    # Each frame's chunk: the next `chunk` actions of its own episode, the end clamped and masked.
+    ep_start = np.repeat(starts, lengths)
+    ep_end = ep_start + np.repeat(lengths, lengths) - 1
+    idx = np.arange(total)[:, None] + np.arange(cfg.chunk)[None]
+    pad = idx > ep_end[:, None]
+    idx = np.minimum(idx, ep_end[:, None])
+    t = {"proprio": torch.from_numpy(np.concatenate([pos, pos - prev], 1)),
+         "action": torch.from_numpy(np.concatenate(cols["action"]).astype(np.float32)).clamp(-1, 1),
+         "task_index": torch.from_numpy(np.concatenate(tasks)),
+         "chunk_index": torch.from_numpy(idx), "chunk_is_pad": torch.from_numpy(pad)}
+    if cfg.obs == "pixels":
+        t["pixels"] = torch.from_numpy(np.concatenate(cols[IMAGE_KEY]))
+    else:
+        t["state"] = torch.from_numpy(np.concatenate(cols["observation.environment_state"]).astype(np.float32))
+    log.info("%d frames from %d episodes of %d tasks", total, len(lengths), len(per_task))
+    return {k: v.to(device) for k, v in t.items()}, sorted(per_task)
+
+
+def random_shift(pixels: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """DrQ's augmentation: pad by replication and crop back at a random offset, per sample."""
+    b, h, w, _ = pixels.shape
+    x = F.pad(pixels.permute(0, 3, 1, 2).float(), (pad,) * 4, mode="replicate")
+    ox = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=generator)
+    oy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=generator)
+    rows = (oy[:, None] + torch.arange(h, device=x.device)[None])  # (b, h)
+    cols = (ox[:, None] + torch.arange(w, device=x.device)[None])  # (b, w)
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    x = x.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (b, h, w, 3)
+    return x
+
+
+class RobotTrainer:
+    def __init__(self, cfg: RobotTrainConfig) -> None:
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.data, self.tasks = build_tables(cfg, self.device)
+        image_size = int(self.data["pixels"].shape[1]) if "pixels" in self.data else 128
+        self.model_cfg = ControlConfig(obs=cfg.obs, image_size=image_size, num_tasks=len(all_tasks()),
+                                       chunk=cfg.chunk, n_action_steps=cfg.n_action_steps, width=cfg.width,
+                                       depth=cfg.depth, flow_steps=cfg.flow_steps)
+        torch.manual_seed(cfg.seed)
+        self.model = ControlPolicy(self.model_cfg).to(self.device)
+        self.model.set_normalizers(self.data["proprio"], self.data.get("state"))
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        if (cfg.out / "train_state" / "state.json").is_file():
+            self._load()
+
+    def _lr_factor(self, step: int) -> float:
+        if step < self.cfg.warmup:
+            return (step + 1) / self.cfg.warmup
+        progress = (step - self.cfg.warmup) / max(1, self.cfg.steps - self.cfg.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def batch(self, step: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
+        g = torch.Generator(self.device).manual_seed(self.cfg.seed * 1_000_003 + step)
+        n = self.data["action"].shape[0]
+        i = torch.randint(0, n, (self.cfg.batch,), device=self.device, generator=g)
+        b = {"proprio": self.data["proprio"][i], "task_index": self.data["task_index"][i],
+             "action": self.data["action"][self.data["chunk_index"][i]],
+             "action_is_pad": self.data["chunk_is_pad"][i]}
+        if "pixels" in self.data:
+            px = self.data["pixels"][i]
+            b["pixels"] = random_shift(px, self.cfg.shift, g) if self.cfg.shift else px
+        else:
+            b["state"] = self.data["state"][i]
+        return b, g
+
+    def fit(self) -> dict[str, float]:
+        cfg, metrics_path = self.cfg, self.cfg.out / "metrics.jsonl"
+        cuda = self.device.type == "cuda"
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step")
+        t0, losses, last = time.time(), [], {}
+        while self.step < cfg.steps:
+            batch, g = self.batch(self.step)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = self.model.loss(batch, generator=g)
+            if not torch.isfinite(loss):
+                raise SageError(f"loss is {loss.item()} at step {self.step}; the last checkpoint is intact",
+                                file=cfg.out)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+            self.schedule.step()
+            self.ema.update_parameters(self.model)
+            self.step += 1
+            losses.append(loss.detach())
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                last = {"step": self.step, "loss": float(torch.stack(losses).mean()),
+                        "lr": self.schedule.get_last_lr()[0], "seconds": round(time.time() - t0, 2)}
+                losses = []
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(last) + "\n")
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+        bar.close()
+        return last
+
+    def save(self) -> None:
+        out = self.cfg.out
+        save_policy(out, self.ema.module, self.tasks)
+        state = out / "train_state"
+        state.mkdir(exist_ok=True)
+        atomic_save_safetensors(state / "weights.safetensors", dict(self.model.state_dict()))
+        atomic_save_safetensors(state / "ema.safetensors", dict(self.ema.state_dict()))
+        save_optimizer(state, self.optimizer)
+        # state.json last: its presence with this step marks a complete checkpoint.
+        atomic_write_json(state / "state.json", {"step": self.step, "config": self.cfg.model_dump(mode="json")})
+
+    def _load(self) -> None:
+        state = self.cfg.out / "train_state"
+        meta = json.loads((state / "state.json").read_text())
+        mine = self.cfg.model_dump(mode="json")
+        free = ("steps", "device", "save_every", "log_every")  # may change on resume
+        differ = [k for k in mine if k not in free and meta["config"].get(k) != mine[k]]
+        if differ:
+            raise ConfigError(f"resuming a run with other settings ({', '.join(differ)}); use a new --out",
+                              file=self.cfg.out)
+        dev = str(self.device)
+        self.model.load_state_dict(load_file(state / "weights.safetensors", device=dev))
+        self.ema.load_state_dict(load_file(state / "ema.safetensors", device=dev))
+        load_optimizer(state, self.optimizer)
+        self.step = int(meta["step"])
+        self.schedule.last_epoch = self.step
+        log.info("resumed %s at step %d", self.cfg.out, self.step)
+
+
+def save_policy(folder: Path, model: ControlPolicy, tasks: list[str]) -> None:
+    """model.safetensors (weights and normalisers) and config.json (the ControlConfig and trained tasks)."""
+    atomic_save_safetensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    atomic_write_json(folder / "config.json", {"policy": "sage_control", "config": model.cfg.model_dump(mode="json"),
+                                               "tasks": tasks}, indent=1)
+
+
+def load_policy(folder: str | Path, device: str = "cpu") -> tuple[ControlPolicy, list[str]]:
+    folder = Path(folder)
+    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
+    for p in (cfg_path, weights):
+        if not p.is_file():
+            raise SageError("missing: not a trained control policy folder", file=p)
+    try:
+        meta = json.loads(cfg_path.read_text())
+        cfg = ControlConfig(**meta["config"])
+    except Exception as exc:
+        raise SageError(f"config: {' '.join(str(exc).split())[:300]}", file=cfg_path) from None
+    model = ControlPolicy(cfg)
+    try:
+        model.load_state_dict(load_file(weights))
+    except Exception as exc:
+        raise SageError(f"weights do not fit the config: {' '.join(str(exc).split())[:300]}", file=weights) from None
+    return model.to(device).eval(), list(meta.get("tasks", []))
+
+
+def train(cfg: RobotTrainConfig) -> dict[str, float]:
+    return RobotTrainer(cfg).fit()

@@ -1,0 +1,168 @@
+"""The robot side on real Meta-World: variants, the env pool, the expert, the control policy, training
+resume, collection resume, and the CPU smoke test (state-based MT10 on held-out variants >= 80%)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("metaworld")
+
+from sage_distill.errors import SageError  # noqa: E402
+from sage_distill.robot.collect import collect  # noqa: E402
+from sage_distill.robot.envs import MT10, EnvPool, MetaWorldEnv, Variant, all_tasks, task_set  # noqa: E402
+from sage_distill.robot.evaluate import evaluate  # noqa: E402
+from sage_distill.robot.policies.sage_control import ControlConfig, ControlPolicy  # noqa: E402
+from sage_distill.robot.train import RobotTrainConfig, RobotTrainer, load_policy, train  # noqa: E402
+from sage_distill.teachers.control import ControlTeacher, MetaWorldExpert  # noqa: E402
+
+
+def test_task_sets_and_errors() -> None:
+    assert len(all_tasks()) == 50 and all_tasks() == sorted(all_tasks())
+    assert task_set("mt10") == list(MT10) and len(task_set("MT50")) == 50
+    assert task_set("push-v3, reach-v3") == ["push-v3", "reach-v3"]
+    with pytest.raises(SageError, match="--tasks.*unknown Meta-World task 'push-v9'"):
+        task_set("push-v9")
+
+
+def test_heldout_positions_are_never_training_positions() -> None:
+    env = MetaWorldEnv("push-v3")
+    train = {tuple(np.round(env.reset(Variant("push-v3", "train", s))["state"][4:7], 6)) for s in range(30)}
+    train_goals = {tuple(np.round(env.vector(), 6)) for s in range(1)}
+    held = [tuple(np.round(env.reset(Variant("push-v3", "heldout", s))["state"][4:7], 6)) for s in range(30)]
+    assert len(train) == 30 and len(set(held)) == 30  # every seed its own object position
+    assert not train & set(held)
+    # the same variant twice is the same episode start; the fixed variant is Meta-World's MT1 first task
+    a = env.reset(Variant("push-v3", "heldout", 3))["state"]
+    assert np.array_equal(a, env.reset(Variant("push-v3", "heldout", 3))["state"])
+    f1 = env.reset(Variant("push-v3", "fixed", 0))["state"]
+    assert np.array_equal(f1, env.reset(Variant("push-v3", "fixed", 7))["state"])
+    assert train_goals
+
+
+def test_pool_in_process_equals_workers_and_expert_succeeds() -> None:
+    variants = [Variant(t, "train", s) for t in ("reach-v3", "drawer-close-v3") for s in range(2)]
+    expert = MetaWorldExpert()
+    assert isinstance(expert, ControlTeacher)
+    results = []
+    for workers in (0, 2):
+        with EnvPool(variants, workers=workers) as pool:
+            obs = pool.reset()
+            first = np.stack([o["state"] for o in obs])
+            live, success, steps = dict(enumerate(obs)), {}, 0
+            while live:
+                ids = list(live)
+                acts = expert.act([live[i] for i in ids])
+                for i, (o, ok, out_of_time) in pool.step(dict(zip(ids, acts, strict=True))).items():
+                    if ok or out_of_time:
+                        success[i] = ok
+                        del live[i]
+                    else:
+                        live[i] = o
+                steps += 1
+        results.append((first, success, steps))
+    assert np.array_equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1] and all(results[0][1].values())
+    assert results[0][2] == results[1][2] < 200
+
+
+def test_pixel_policy_shapes() -> None:
+    torch.manual_seed(0)
+    cfg = ControlConfig(obs="pixels", image_size=32, channels=(8, 8, 16, 16), width=32, depth=1, chunk=4)
+    policy = ControlPolicy(cfg)
+    batch = {"pixels": torch.randint(0, 255, (3, 32, 32, 3), dtype=torch.uint8), "proprio": torch.randn(3, 8),
+             "task_index": torch.tensor([0, 1, 2])}
+    out = policy.sample(batch, steps=2)
+    assert out.shape == (3, 4, 4) and out.abs().max() <= 1.0
+    # the same noise gives the same chunk; a different image gives a different condition (FiLM starts at zero,
+    # so at initialisation the chunk itself does not depend on it yet)
+    noise = torch.randn(3, 4, 4)
+    assert torch.equal(policy.sample(batch, 2, noise=noise), policy.sample(batch, 2, noise=noise))
+    other = {**batch, "pixels": 255 - batch["pixels"]}
+    assert not torch.allclose(policy.encode(batch), policy.encode(other))
+
+
+def test_flow_matching_learns_one_chunk() -> None:
+    torch.manual_seed(0)
+    policy = ControlPolicy(ControlConfig(obs="state", state_dim=5, width=64, depth=2, chunk=4))
+    batch = {"state": torch.randn(3, 5), "proprio": torch.randn(3, 8), "task_index": torch.tensor([0, 1, 2]),
+             "action": torch.tensor([[0.5, -0.5, 0.25, 1.0]]).repeat(3, 4, 1),
+             "action_is_pad": torch.zeros(3, 4, dtype=torch.bool)}
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(300):
+        loss = policy.loss(batch)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert np.mean(losses[-30:]) < 0.3 * np.mean(losses[:5])  # one draw of (noise, t) is noisy: average
+    out = policy.sample(batch, steps=8)
+    assert (out - batch["action"]).abs().mean() < 0.1  # the refined chunk lands on the demonstrated one
+    batch["action_is_pad"][:] = True  # padded steps carry no loss
+    assert policy.loss(batch).item() == 0.0
+
+
+@pytest.fixture(scope="module")
+def state_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Expert demonstrations of MT10, state only (no rendering): 25 per task, seeds 0..~25."""
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("robot") / "mt10"
+    summary = collect(out, list(MT10), 25, image_size=None)
+    assert summary["demos"] == 250 and summary["expert_success"] > 0.9
+    return out
+
+
+def test_collect_resumes_without_duplicates(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    collect(out, ["reach-v3", "drawer-close-v3"], 1, image_size=None)
+    # a kill after the data flush: an orphan file of a later wave must not count
+    (out / "data" / "chunk-000" / "file-999.parquet").write_bytes(b"partial")
+    summary = collect(out, ["reach-v3", "drawer-close-v3"], 2, image_size=None)
+    from sage_distill.robot.datasets import open_dataset
+
+    ds = open_dataset(out)
+    keys = [(e.extra["task_name"], e.extra["seed"]) for e in ds.episodes]
+    assert len(keys) == 4 == len(set(keys)) and summary["demos"] == 4
+    assert sorted(s for t, s in keys if t == "reach-v3") == [0, 1]
+
+
+def test_training_resume_matches_an_unbroken_run(state_data: Path, tmp_path: Path) -> None:
+    base = dict(data=state_data, obs="state", tasks=["reach-v3", "push-v3"], episodes_per_task=3, batch=32,
+                width=64, depth=2, warmup=2, save_every=3, log_every=3)
+    whole = RobotTrainer(RobotTrainConfig(out=tmp_path / "a", steps=6, **base))
+    whole.fit()
+    RobotTrainer(RobotTrainConfig(out=tmp_path / "b", steps=3, **base)).fit()
+    resumed = RobotTrainer(RobotTrainConfig(out=tmp_path / "b", steps=6, **base))
+    assert resumed.step == 3
+    resumed.fit()
+    for (k, a), b in zip(whole.ema.state_dict().items(), resumed.ema.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), k
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]
+    with pytest.raises(SageError, match="other settings"):
+        RobotTrainer(RobotTrainConfig(out=tmp_path / "b", steps=6, **{**base, "width": 32}))
+
+
+def test_smoke_state_mt10_heldout_success(state_data: Path, tmp_path: Path) -> None:
+    """The CI floor of the issue: state-based MT10 on held-out goal variants >= 80%."""
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    cfg = RobotTrainConfig(data=state_data, out=tmp_path / "pol", obs="state", steps=2500, batch=256, width=256,
+                           depth=3, lr=1e-3, warmup=100, ema_decay=0.99, save_every=2500, log_every=500)
+    train(cfg)
+    policy, tasks = load_policy(cfg.out)
+    assert tasks == sorted(MT10) and policy.cfg.obs == "state"
+    summary = evaluate(cfg.out, list(MT10), "heldout", 10, tmp_path / "eval")
+    assert summary["mean_success"] >= 0.80, summary["per_task"]
+    assert (tmp_path / "eval" / "success.png").stat().st_size > 5000
+    rows = (tmp_path / "eval" / "episodes.jsonl").read_text().splitlines()
+    assert len(rows) == 100
+    # resuming a finished evaluation runs nothing and gives the same numbers
+    again = evaluate(cfg.out, list(MT10), "heldout", 10, tmp_path / "eval")
+    assert again["per_task"] == summary["per_task"]
+    assert len((tmp_path / "eval" / "episodes.jsonl").read_text().splitlines()) == 100
