@@ -267,11 +267,13 @@ def robot_collect(out: Annotated[Path, Opt("--out", help="LeRobot v3.0 dataset f
                   episodes: Annotated[int, Opt("--episodes", help="Successful demonstrations per task.")] = 50,
                   image_size: Annotated[int, Opt("--image-size", help="corner2 frame size; 0 = state only.")] = 128,
                   workers: Annotated[int, Opt("--workers", help="Simulator processes (0 = in this one).")] = 0,
+                  after_success: Annotated[int, Opt("--after-success", help="Expert steps kept past the first "
+                                                                            "success.")] = 20,
                   ) -> None:
     """Meta-World's scripted experts on seeded train variants, into a LeRobot v3.0 dataset."""
     from .robot.commands import collect_command
 
-    print(collect_command(out, tasks, episodes, image_size, workers))
+    print(collect_command(out, tasks, episodes, image_size, workers, after_success))
 
 
 @robot_app.command("train")

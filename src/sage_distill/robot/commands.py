@@ -13,13 +13,16 @@ def _pydantic_error(exc: Exception, where: str) -> ConfigError:
     return ConfigError(" ".join(str(exc).split())[:300], where=where)
 
 
-def collect_command(out: Path, tasks: str, episodes: int, image_size: int, workers: int) -> str:
+def collect_command(out: Path, tasks: str, episodes: int, image_size: int, workers: int,
+                    after_success: int = 20) -> str:
     from .collect import collect
     from .envs import task_set
 
     if image_size < 0 or image_size % 2:
         raise ConfigError("must be 0 (state only) or an even number of pixels", where="--image-size")
-    s = collect(out, task_set(tasks), episodes, image_size or None, workers)
+    if after_success < 0:
+        raise ConfigError("must be 0 or more", where="--after-success")
+    s = collect(out, task_set(tasks), episodes, image_size or None, workers, after_success=after_success)
     return (f"wrote {s['demos']} expert demonstrations of {len(s['tasks'])} tasks to {out} "
             f"(expert success {s['expert_success']:.1%} on train variants)")
 
