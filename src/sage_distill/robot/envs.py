@@ -128,9 +128,6 @@ class MetaWorldEnv:
         self.steps += 1
         return self._observe(state), bool(info["success"]), bool(truncated) or self.steps >= self.max_steps
 
-    def vector(self) -> np.ndarray:
-        return np.array(self.env._last_rand_vec)
-
     def _observe(self, state: np.ndarray) -> dict[str, np.ndarray]:
         obs = {"agent_pos": state[:PROPRIO_DIM].astype(np.float32), "state": state.astype(np.float32),
                "task_index": np.int64(self.task_index)}

@@ -22,7 +22,7 @@ def _norm(channels: int) -> nn.GroupNorm:
 class SpatialSoftmax(nn.Module):
     """Expected (x, y) of each channel's activation: where things are, which a pooled vector loses."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.temperature = nn.Parameter(torch.ones(1))
 
@@ -49,8 +49,8 @@ class ImageEncoder(nn.Module):
             self.stages.append(nn.Sequential(nn.Conv2d(c_in, c, k, stride=2, padding=k // 2), _norm(c), nn.SiLU(),
                                              nn.Conv2d(c, c, 3, padding=1), _norm(c), nn.SiLU()))
             c_in = c
-        self.fine = SpatialSoftmax(cfg.channels[-2])
-        self.coarse = SpatialSoftmax(cfg.channels[-1])
+        self.fine = SpatialSoftmax()
+        self.coarse = SpatialSoftmax()
         self.out = nn.Linear(2 * cfg.channels[-2] + 3 * cfg.channels[-1], cfg.width)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
