@@ -17,7 +17,7 @@ from sage_distill.robot.collect import collect  # noqa: E402
 from sage_distill.robot.envs import MT10, EnvPool, MetaWorldEnv, Variant, all_tasks, task_set  # noqa: E402
 from sage_distill.robot.evaluate import evaluate  # noqa: E402
 from sage_distill.robot.policies.sage_control import ControlConfig, ControlPolicy  # noqa: E402
-from sage_distill.robot.train import RobotTrainConfig, RobotTrainer, load_policy, train  # noqa: E402
+from sage_distill.robot.train import RobotTrainConfig, build, load_policy, train  # noqa: E402
 from sage_distill.teachers.control import ControlTeacher, MetaWorldExpert  # noqa: E402
 
 
@@ -133,18 +133,21 @@ def test_collect_resumes_without_duplicates(tmp_path: Path) -> None:
 def test_training_resume_matches_an_unbroken_run(state_data: Path, tmp_path: Path) -> None:
     base = dict(data=state_data, obs="state", tasks=["reach-v3", "push-v3"], episodes_per_task=3, batch=32,
                 width=64, depth=2, warmup=2, save_every=3, log_every=3)
-    whole = RobotTrainer(RobotTrainConfig(out=tmp_path / "a", steps=6, **base))
+    _, whole = build(RobotTrainConfig(out=tmp_path / "a", steps=6, **base))
     whole.fit()
-    RobotTrainer(RobotTrainConfig(out=tmp_path / "b", steps=3, **base)).fit()
-    resumed = RobotTrainer(RobotTrainConfig(out=tmp_path / "b", steps=6, **base))
-    assert resumed.step == 3
+    # max_minutes stops (with a checkpoint) after the first step, as a kill after a checkpoint would.
+    build(RobotTrainConfig(out=tmp_path / "b", steps=6, max_minutes=1e-9, **base))[1].fit()
+    _, resumed = build(RobotTrainConfig(out=tmp_path / "b", steps=6, **base))
+    assert resumed.step == 1
     resumed.fit()
     for (k, a), b in zip(whole.ema.state_dict().items(), resumed.ema.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), k
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6]
     with pytest.raises(SageError, match="other settings"):
-        RobotTrainer(RobotTrainConfig(out=tmp_path / "b", steps=6, **{**base, "width": 32}))
+        build(RobotTrainConfig(out=tmp_path / "b", steps=6, **{**base, "width": 32}))
+    with pytest.raises(SageError, match=r"other settings \(steps\)"):
+        build(RobotTrainConfig(out=tmp_path / "b", steps=9, **base))
 
 
 def test_smoke_state_mt10_heldout_success(state_data: Path, tmp_path: Path) -> None:

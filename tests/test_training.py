@@ -12,7 +12,12 @@ from safetensors.torch import load_file
 from arc_world import small_world
 from sage_distill.errors import SageError
 from sage_distill.training.config import TrainConfig, load_config
-from sage_distill.training.train import Trainer, train, wsd_factor
+from sage_distill.training.loop import LoopSettings, schedule_factor
+from sage_distill.training.train import build, train
+
+
+def fit(cfg: TrainConfig, resume: bool = False) -> dict:
+    return build(cfg, resume=resume)[1].fit()
 
 
 def tiny_config(out, steps: int = 6, **extra) -> TrainConfig:
@@ -23,18 +28,23 @@ def tiny_config(out, steps: int = 6, **extra) -> TrainConfig:
 
 
 def test_schedule_warms_up_holds_then_decays_to_zero() -> None:
-    cfg = tiny_config("x", steps=100)
-    f = [wsd_factor(s, cfg) for s in range(101)]
+    s = LoopSettings(out="x", steps=100, warmup=2, decay_fraction=0.2)
+    f = [schedule_factor(s, step, step / 100) for step in range(101)]
     assert f[0] == 0.5 and f[1] == f[50] == f[79] == 1.0 and f[90] == pytest.approx(0.5) and f[100] == 0.0
+    cos = LoopSettings(out="x", steps=100, schedule="cosine")
+    assert schedule_factor(cos, 0, 0.0) == 1.0 and schedule_factor(cos, 50, 0.5) == pytest.approx(0.5)
+    # on the wall clock: the factor follows the fraction of the minutes spent, whatever the step
+    timed = LoopSettings(out="x", steps=10**9, warmup=0, decay_fraction=0.5, minutes=10)
+    assert schedule_factor(timed, 123, 0.75) == pytest.approx(0.5)
 
 
 def test_resume_after_a_kill_continues_the_same_run(tmp_path, monkeypatch) -> None:
     small_world(monkeypatch)
-    straight = Trainer(tiny_config(tmp_path / "a")).fit()
+    straight = fit(tiny_config(tmp_path / "a"))
     # max_minutes stops (with a checkpoint) after the first step, as a kill after a checkpoint would.
-    Trainer(tiny_config(tmp_path / "b", max_minutes=1e-9)).fit()
+    fit(tiny_config(tmp_path / "b", max_minutes=1e-9))
     assert json.loads((tmp_path / "b" / "train_state" / "state.json").read_text())["step"] == 1
-    resumed = Trainer(tiny_config(tmp_path / "b"), resume=tmp_path / "b").fit()
+    resumed = fit(tiny_config(tmp_path / "b"), resume=True)
     assert resumed["step"] == straight["step"] == 6
     for name in ("weights", "ema"):
         a = load_file(tmp_path / "a" / "train_state" / f"{name}.safetensors")
@@ -43,7 +53,7 @@ def test_resume_after_a_kill_continues_the_same_run(tmp_path, monkeypatch) -> No
     steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) == list(range(1, 7))  # no step logged twice after the resume
     row = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"loss", "token_acc", "exact", "tokens_per_s", "mfu", "lr"} <= set(row)
+    assert {"loss", "task", "token_acc", "exact", "tokens_per_s", "mfu", "lr"} <= set(row)
     assert list((tmp_path / "a" / "tensorboard").iterdir())
     assert (tmp_path / "a" / "model.safetensors.index.json").exists()
     assert (tmp_path / "a" / "snapshots" / "step-000003" / "tasks.json").exists()
@@ -52,23 +62,23 @@ def test_resume_after_a_kill_continues_the_same_run(tmp_path, monkeypatch) -> No
 def test_training_reduces_the_loss(tmp_path, monkeypatch) -> None:
     small_world(monkeypatch)
     torch.manual_seed(0)
-    Trainer(tiny_config(tmp_path, steps=30)).fit()
+    fit(tiny_config(tmp_path, steps=30))
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["loss"] for r in rows[-5:]) < 0.7 * sum(r["loss"] for r in rows[:5])
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch) -> None:
     small_world(monkeypatch)
-    trainer = Trainer(tiny_config(tmp_path, steps=4, checkpoint_every=1))
-    real_save = trainer.save
+    family, loop = build(tiny_config(tmp_path, steps=4, checkpoint_every=1))
+    real_save = loop.save
 
-    def save_then_break() -> None:  # the weights go bad right after the first checkpoint
-        real_save()
+    def save_then_break(minutes: float) -> None:  # the weights go bad right after the first checkpoint
+        real_save(minutes)
         with torch.no_grad():
-            trainer.model.head.weight.fill_(float("nan"))
-    monkeypatch.setattr(trainer, "save", save_then_break)
-    with pytest.raises(SageError, match="loss is nan at step 1"):
-        trainer.fit()
+            family.model.head.weight.fill_(float("nan"))
+    monkeypatch.setattr(loop, "save", save_then_break)
+    with pytest.raises(SageError, match=r"loss is nan \(first non-finite value at step 1\).*\(step 1\) is intact"):
+        loop.fit()
     assert json.loads((tmp_path / "train_state" / "state.json").read_text())["step"] == 1
     assert torch.isfinite(load_file(tmp_path / "train_state" / "weights.safetensors")["head.weight"]).all()
 
@@ -86,7 +96,7 @@ def test_yaml_config_overrides_and_refusals(tmp_path) -> None:
     cfg = load_config(path, {"optim.rows": 3, "model.loops": 2})
     assert cfg.optim.steps == 7 and cfg.optim.rows == 3 and cfg.model_config_().loops == 2
     for text, where in [("preset: tiny\noptim:\n  stepz: 7\n", "optim.stepz"), ("optim:\n  lr: -1\n", "optim.lr"),
-                        ("optim:\n  steps: -5\n", "optim.steps"), ("", "non-empty"), ("- 1\n- 2\n", "mapping"),
+                        ("optim:\n  steps: -5\n", "optim.steps"), ("", "is empty"), ("optim: [\n", "not valid YAML"), ("- 1\n- 2\n", "mapping"),
                         ("model:\n  hidden: 8\n", "model"), ("snapshots: [1.5]\n", "snapshots")]:
         path.write_text(text)
         with pytest.raises(SageError, match=where):

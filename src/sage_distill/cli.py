@@ -128,12 +128,16 @@ def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo"),
 def train(config: Annotated[Path, Opt("--config", help="Training YAML (configs/arc-large.yaml).")],
           resume: Annotated[Path | None, Opt("--resume", help="Run folder to continue.")] = None,
           set_: Annotated[list[str] | None, Opt("--set", help="Override: key.sub=value (YAML value).")] = None,
+          allow_changes: Annotated[bool, Opt("--allow-changes", help="Resume even though settings differ from "
+                                                                     "the checkpoint's.")] = False,
           ) -> None:
-    """Train a SAGE ARC model; torchrun for several GPUs."""
-    from .training.config import load_config, parse_overrides
+    """Train a SAGE ARC model, or distil a student from a teacher (`teacher:` and `losses:` in the config);
+    torchrun for several GPUs."""
+    from .training.config import load_config
     from .training.train import train as run
+    from .utils.config import parse_overrides
 
-    run(load_config(config, parse_overrides(set_ or [])), resume)
+    run(load_config(config, parse_overrides(set_ or [])), resume, allow_changes, config_file=config)
 
 
 def _predict_config(views: int, adapt_minutes: float, minutes: float | None, device: str, batch: int, seed: int):

@@ -1,88 +1,61 @@
-"""Loss terms, each an nn.Module (so a term with parameters, such as a feature projector, is
-trained with the student) registered by name and combined with configurable weights.
+"""The loss set of a training run: the config's `losses:` list, e.g.
 
-The terms are model-agnostic: they read per-token student logits [B, L, V], the labels [B, L]
-(`IGNORE` = -100 where a token carries no loss, as `training.data` writes them), optionally the
-student's hidden states [B, L, D], and teacher signals. Every term returns a scalar already
-normalised to order 1 (a mean, never a sum over dimensions), so that weights mean what they say:
-an earlier attempt summed a feature MSE over 2,048 dims (~9,000) against a cross-entropy of 2.3.
-"""
+    losses:
+      - {name: task}
+      - {name: logit, weight: 0.5, temperature: 2}
+      - {name: on_policy, weight: 1.0, divergence: reverse, every: 4, pairs: 64}
+
+built into weighted terms (`terms.py`) whose sum is the loss; every term's value is logged."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SageError
-from ..training.data import IGNORE
+from .terms import FeatureLoss, LogitLoss, LossInputs, OnPolicyLoss, TaskLoss
 
-
-@dataclass
-class LossInputs:
-    logits: torch.Tensor  # [B, L, V] the student's next-token logits
-    labels: torch.Tensor  # [B, L] target token ids; IGNORE where a token carries no loss
-    hidden: torch.Tensor | None = None  # [B, L, D] the student's final hidden states (feature matching)
-    real: torch.Tensor | None = None  # [B, L] bool: not padding (default: every token)
-    # Teacher signals, e.g. "logits" [B, L, V], "features" [B, L, Dt] or [B, 1, Dt],
-    # "mask" [B] or [B, L] bool (rows / tokens the teacher has a signal for).
-    teacher: dict[str, torch.Tensor] | None = None
-
-    def labelled(self) -> torch.Tensor:
-        """[B, L] bool: the tokens that carry a loss."""
-        return self.labels != IGNORE
-
-
-def output_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on the labelled (output) tokens, a mean over those tokens: the task loss of
-    training, adaptation and distillation alike."""
-    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)
-
-
-class TaskLoss(nn.Module):
-    """The student's `output_loss` (the training loop's own loss)."""
-
-    def forward(self, li: LossInputs) -> torch.Tensor:
-        return output_loss(li.logits, li.labels)
-
-
-LOSSES: dict[str, type[nn.Module]] = {"task": TaskLoss}
-
-
-def register(name: str):
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        LOSSES[name] = cls
-        return cls
-    return wrap
+LOSSES: dict[str, type[nn.Module]] = {"task": TaskLoss, "logit": LogitLoss, "feature": FeatureLoss,
+                                      "on_policy": OnPolicyLoss}
 
 
 class LossSet(nn.Module):
     """Weighted sum of named terms; returns the total and each term's value for logging.
 
-    `spec` is a config list, e.g. [{"name": "task"}, {"name": "logit", "weight": 0.5, "temperature": 2}];
-    `context` carries what a term needs from the run (e.g. student_hidden, teacher_dim)."""
+    `spec` is a config list of {name, weight, ...options}; `context` carries what a term needs from the
+    run (student_hidden, teacher_dim, ...)."""
 
     def __init__(self, spec: list[dict[str, Any]], **context: Any) -> None:
         super().__init__()
         self.weights: dict[str, float] = {}
         self.terms = nn.ModuleDict()
-        for item in spec:
+        for i, item in enumerate(spec):
             item = dict(item)
-            name, weight = item.pop("name"), float(item.pop("weight", 1.0))
+            name, weight = item.pop("name", None), float(item.pop("weight", 1.0))
             if name not in LOSSES:
-                raise SageError(f"unknown loss '{name}'; known: {', '.join(sorted(LOSSES))}")
+                raise SageError(f"unknown loss '{name}'; known: {', '.join(sorted(LOSSES))}", where=f"losses.{i}")
             if name in self.terms:
-                raise SageError(f"loss '{name}' is listed twice")
+                raise SageError(f"loss '{name}' is listed twice", where=f"losses.{i}")
             cls = LOSSES[name]
             wants = getattr(cls, "context_keys", ())
             try:
                 self.terms[name] = cls(**item, **{k: context[k] for k in wants if k in context})
             except TypeError as e:
-                raise SageError(f"bad options for loss '{name}': {e}") from None
+                raise SageError(f"bad options for loss '{name}': {e}", where=f"losses.{i}") from None
+            except SageError as e:
+                raise SageError(e.problem, where=f"losses.{i}") from None
             self.weights[name] = weight
+
+    def teacher_signals(self) -> set[str]:
+        """What the terms need from a teacher ("logits", "features")."""
+        return {k for term in self.terms.values() for k in getattr(term, "needs_teacher", ())}
+
+    @property
+    def on_policy(self) -> OnPolicyLoss | None:
+        term = self.terms["on_policy"] if "on_policy" in self.terms else None
+        return term  # type: ignore[return-value]
 
     def forward(self, li: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total: torch.Tensor | float = 0.0
@@ -92,6 +65,3 @@ class LossSet(nn.Module):
             parts[name] = value.detach()
             total = total + self.weights[name] * value
         return total, parts  # type: ignore[return-value]
-
-
-from . import teacher_losses  # noqa: E402, F401  (registers logit, feature)

@@ -2,28 +2,27 @@
 
 The whole dataset sits on the training device (uint8 frames: 128x128 MT50 at 50 demos a task is ~15 GB,
 which one H100 holds), so a batch is an index draw and a gather: no loader processes. Each step's batch
-is a pure function of (seed, step), so a run resumed after a kill continues exactly; checkpoints are the
-EMA weights for inference (`model.safetensors` + `config.json`) and the resumable state in `train_state/`.
+is a pure function of (seed, step), so a run resumed after a kill continues exactly. The loop is the
+project's one training loop (`training.loop`): checkpoints are the EMA weights for inference
+(`model.safetensors` + `config.json`) and the resumable state in `train_state/`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from ..errors import ConfigError, SageError
-from ..training.state import load_optimizer, save_optimizer
+from ..errors import SageError
+from ..training.loop import Loop, LoopSettings
 from ..utils.io import atomic_save_safetensors, atomic_write_json
 from .collect import IMAGE_KEY
 from .datasets import open_dataset
@@ -47,6 +46,10 @@ class RobotTrainConfig(BaseModel):
     warmup: int = Field(500, ge=0)
     weight_decay: float = Field(1e-4, ge=0)
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    schedule: Literal["wsd", "cosine"] = "cosine"
+    grad_clip: float = Field(1.0, gt=0)
+    minutes: float | None = Field(None, gt=0)  # train this long, the schedule on the wall clock
+    max_minutes: float | None = Field(None, gt=0)  # stop with a checkpoint after this long (resume later)
     shift: int = Field(3, ge=0)  # random-shift augmentation in pixels (DrQ); large shifts blur where things are
     chunk: int = Field(16, ge=1)
     n_action_steps: int = Field(8, ge=1)
@@ -124,7 +127,12 @@ def random_shift(pixels: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return x
 
 
-class RobotTrainer:
+class RobotFamily:
+    """The control policy for the one training loop (`training.loop`): batches drawn from the tables on
+    the device, the policy's flow-matching loss, AdamW."""
+
+    extra = None
+
     def __init__(self, cfg: RobotTrainConfig) -> None:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
@@ -136,100 +144,66 @@ class RobotTrainer:
         torch.manual_seed(cfg.seed)
         self.model = ControlPolicy(self.model_cfg).to(self.device)
         self.model.set_normalizers(self.data["proprio"], self.data.get("state"))
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.step = 0
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        if (cfg.out / "train_state" / "state.json").is_file():
-            self._load()
+        self._optimizers = {"policy": torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                                        weight_decay=cfg.weight_decay)}
 
-    def _lr_factor(self, step: int) -> float:
-        if step < self.cfg.warmup:
-            return (step + 1) / self.cfg.warmup
-        progress = (step - self.cfg.warmup) / max(1, self.cfg.steps - self.cfg.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self._optimizers
 
-    def batch(self, step: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
+    def clipped(self) -> list[torch.nn.Parameter]:
+        return list(self.model.parameters())
+
+    def batch(self, step: int) -> dict:
         g = torch.Generator(self.device).manual_seed(self.cfg.seed * 1_000_003 + step)
         n = self.data["action"].shape[0]
         i = torch.randint(0, n, (self.cfg.batch,), device=self.device, generator=g)
         b = {"proprio": self.data["proprio"][i], "task_index": self.data["task_index"][i],
              "action": self.data["action"][self.data["chunk_index"][i]],
-             "action_is_pad": self.data["chunk_is_pad"][i]}
+             "action_is_pad": self.data["chunk_is_pad"][i], "generator": g}
         if "pixels" in self.data:
             px = self.data["pixels"][i]
             b["pixels"] = random_shift(px, self.cfg.shift, g) if self.cfg.shift else px
         else:
             b["state"] = self.data["state"][i]
-        return b, g
+        return b
 
-    def fit(self) -> dict[str, float]:
-        cfg, metrics_path = self.cfg, self.cfg.out / "metrics.jsonl"
-        cuda = self.device.type == "cuda"
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step")
-        t0, losses, last = time.time(), [], {}
-        while self.step < cfg.steps:
-            batch, g = self.batch(self.step)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                loss = self.model.loss(batch, generator=g)
-            if not torch.isfinite(loss):
-                raise SageError(f"loss is {loss.item()} at step {self.step}; the last checkpoint is intact",
-                                file=cfg.out)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.optimizer.step()
-            self.schedule.step()
-            self.ema.update_parameters(self.model)
-            self.step += 1
-            losses.append(loss.detach())
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                last = {"step": self.step, "loss": float(torch.stack(losses).mean()),
-                        "lr": self.schedule.get_last_lr()[0], "seconds": round(time.time() - t0, 2)}
-                losses = []
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(last) + "\n")
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                self.save()
-        bar.close()
-        return last
+    def batches(self, start: int):
+        for step in range(start, self.cfg.steps):
+            yield self.batch(step)
 
-    def save(self) -> None:
-        out = self.cfg.out
-        save_policy(out, self.ema.module, self.tasks)
-        state = out / "train_state"
-        state.mkdir(exist_ok=True)
-        atomic_save_safetensors(state / "weights.safetensors", dict(self.model.state_dict()))
-        atomic_save_safetensors(state / "ema.safetensors", dict(self.ema.state_dict()))
-        save_optimizer(state, self.optimizer)
-        # state.json last: its presence with this step marks a complete checkpoint.
-        atomic_write_json(state / "state.json", {"step": self.step, "config": self.cfg.model_dump(mode="json")})
+    def loss(self, net: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        loss = net.loss(batch, generator=batch["generator"])
+        return loss, {}
 
-    def _load(self) -> None:
-        state = self.cfg.out / "train_state"
-        meta = json.loads((state / "state.json").read_text())
-        mine = self.cfg.model_dump(mode="json")
-        free = ("steps", "device", "save_every", "log_every")  # may change on resume
-        differ = [k for k in mine if k not in free and meta["config"].get(k) != mine[k]]
-        if differ:
-            raise ConfigError(f"resuming a run with other settings ({', '.join(differ)}); use a new --out",
-                              file=self.cfg.out)
-        dev = str(self.device)
-        self.model.load_state_dict(load_file(state / "weights.safetensors", device=dev))
-        self.ema.load_state_dict(load_file(state / "ema.safetensors", device=dev))
-        load_optimizer(state, self.optimizer)
-        self.step = int(meta["step"])
-        self.schedule.last_epoch = self.step
-        log.info("resumed %s at step %d", self.cfg.out, self.step)
+    def metrics(self, batch: dict, out: dict) -> dict[str, float]:
+        return {"lr": self._optimizers["policy"].param_groups[0]["lr"]}
+
+    def work(self, batch: dict) -> dict[str, float]:
+        return {"samples": float(self.cfg.batch)}
+
+    def save_inference(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
+        save_policy(folder, weights, self.model_cfg, self.tasks)
+
+    def settings(self) -> dict:
+        return self.cfg.model_dump(mode="json")
 
 
-def save_policy(folder: Path, model: ControlPolicy, tasks: list[str]) -> None:
+def build(cfg: RobotTrainConfig) -> tuple[RobotFamily, Loop]:
+    """The family and its loop; a folder holding a checkpoint is resumed (with the same settings only)."""
+    family = RobotFamily(cfg)
+    settings = LoopSettings(out=cfg.out, steps=cfg.steps, warmup=cfg.warmup, schedule=cfg.schedule,
+                            minutes=cfg.minutes, max_minutes=cfg.max_minutes, grad_clip=cfg.grad_clip,
+                            ema_decay=cfg.ema_decay, log_every=cfg.log_every, checkpoint_every=cfg.save_every,
+                            seed=cfg.seed)
+    resume = (cfg.out / "train_state" / "state.json").is_file()
+    return family, Loop(family, settings, resume=resume)
+
+
+def save_policy(folder: Path, weights: dict[str, torch.Tensor], cfg: ControlConfig, tasks: list[str]) -> None:
     """model.safetensors (weights and normalisers) and config.json (the ControlConfig and trained tasks)."""
-    atomic_save_safetensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in model.state_dict().items()})
-    atomic_write_json(folder / "config.json", {"policy": "sage_control", "config": model.cfg.model_dump(mode="json"),
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save_safetensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in weights.items()})
+    atomic_write_json(folder / "config.json", {"policy": "sage_control", "config": cfg.model_dump(mode="json"),
                                                "tasks": tasks}, indent=1)
 
 
@@ -253,4 +227,4 @@ def load_policy(folder: str | Path, device: str = "cpu") -> tuple[ControlPolicy,
 
 
 def train(cfg: RobotTrainConfig) -> dict[str, float]:
-    return RobotTrainer(cfg).fit()
+    return build(cfg)[1].fit()

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 NEWLINE, START, IO_SEP, END = 10, 11, 12, 13
 VOCAB = 14
+IGNORE = -100  # the label of a token that carries no loss (PyTorch's cross-entropy default)
 PresetName = Literal["tiny", "small", "large"]
 
 

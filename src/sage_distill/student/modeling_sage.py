@@ -157,9 +157,10 @@ class SageModel(nn.Module):
         return angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, task: torch.Tensor, view: torch.Tensor,
-                role: torch.Tensor, mask, cache: KVCache | None = None) -> torch.Tensor:
+                role: torch.Tensor, mask, cache: KVCache | None = None, return_hidden: bool = False):
         """tokens, task, view, role: [B, L]; pos: [B, L, 3]. `mask` is a boolean [B, 1, L, Lkeys]
-        tensor (True = may attend) or a flex BlockMask. Returns logits [B, L, VOCAB]."""
+        tensor (True = may attend) or a flex BlockMask. Returns logits [B, L, VOCAB], and with
+        `return_hidden` also the final hidden states [B, L, hidden] (the head's input; for distillation)."""
         x = self.tok(tokens) + self.view(view) + self.tasks(task, role)
         cos, sin = self.rope(pos)
         slot = 0
@@ -169,7 +170,9 @@ class SageModel(nn.Module):
                 slot += 1
         if cache is not None:
             cache.length += tokens.shape[1]
-        return self.head(self.norm(x)).float()
+        hidden = self.norm(x)
+        logits = self.head(hidden).float()
+        return (logits, hidden) if return_hidden else logits
 
     def shared_parameters(self) -> int:
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("tasks."))

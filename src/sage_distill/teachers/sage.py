@@ -57,13 +57,9 @@ class SageTeacher:
             raise TeacherError(f"the SAGE teacher needs packed batch keys {', '.join(missing)}")
         b = {k: batch[k].to(self.device) for k in READS}
         mask = packed_mask(b["doc"])
-        hidden: list[torch.Tensor] = []
-        hook = self.model.norm.register_forward_hook(lambda _m, _i, out: hidden.append(out))
-        try:
-            logits = self.model(b["tokens"], b["pos"], task_rows.to(self.device)[b["task"]], b["view"], b["role"], mask)
-        finally:
-            hook.remove()
-        return {"logits": logits.float(), "features": hidden[-1].float()}
+        logits, hidden = self.model(b["tokens"], b["pos"], task_rows.to(self.device)[b["task"]], b["view"], b["role"],
+                                    mask, return_hidden=True)
+        return {"logits": logits.float(), "features": hidden.float()}
 
 
 def with_mean_task(model: SageModel, n: int) -> SageModel:

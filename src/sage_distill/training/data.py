@@ -32,10 +32,10 @@ from ..arc.augment import Augmentation, random_color_perm
 from ..arc.datasets import load_dataset
 from ..arc.task import Task, grid_key
 from ..errors import SageError
-from ..student.sequences import encode_pair, sequence_length
+from ..student.configuration_sage import IGNORE
+from ..student.sequences import Encoded, encode_pair, sequence_length
 
 log = logging.getLogger(__name__)
-IGNORE = -100
 
 
 def fingerprint(task: Task) -> str:
@@ -179,24 +179,36 @@ class PackedRows:
 
     def row(self, g: int) -> dict[str, np.ndarray]:
         epoch, r = self.locate(g)
-        n = self.row_len
-        out = {"tokens": np.zeros(n, np.int64), "pos": np.zeros((n, 3), np.int64), "role": np.full(n, -1, np.int64),
-               "task": np.zeros(n, np.int64), "view": np.zeros(n, np.int64), "labels": np.full(n, IGNORE, np.int64),
-               "doc": np.zeros(n, np.int64), "real": np.zeros(n, bool)}
-        used = 0
-        for doc, (pair, dihedral, k) in enumerate(self.plan(epoch)[r]):
+        docs = []
+        for pair, dihedral, k in self.plan(epoch)[r]:
             colours = random_color_perm(np.random.default_rng([self.seed, epoch, k]))
             enc = encode_pair(self.table.inputs[pair], self.table.outputs[pair], Augmentation(dihedral, colours))
-            s = slice(used, used + len(enc.tokens))
-            out["tokens"][s], out["pos"][s], out["role"][s] = enc.tokens, enc.pos, enc.role
-            out["task"][s], out["view"][s], out["doc"][s] = self.table.task_index[pair], dihedral, doc
-            labels = np.full(len(enc.tokens), IGNORE, np.int64)
-            labels[enc.output_start:-1] = enc.tokens[enc.output_start + 1:]  # predict output tokens and <end>
-            out["labels"][s] = labels
-            used += len(enc.tokens)
-        out["real"][:used] = True
-        out["doc"][used:] = out["doc"][max(used - 1, 0)] + 1  # the tail is one padding document
-        return out
+            docs.append((enc, int(self.table.task_index[pair]), dihedral))
+        return fill_row(self.row_len, docs)
+
+
+def fill_row(n: int, docs: list[tuple[Encoded, int, int]]) -> dict[str, np.ndarray]:
+    """One packed row of `n` token slots from (encoded pair, task row, dihedral) documents, labelled on
+    their output tokens and <end>; the tail is one padding document that carries no loss."""
+    out = {"tokens": np.zeros(n, np.int64), "pos": np.zeros((n, 3), np.int64), "role": np.full(n, -1, np.int64),
+           "task": np.zeros(n, np.int64), "view": np.zeros(n, np.int64), "labels": np.full(n, IGNORE, np.int64),
+           "doc": np.zeros(n, np.int64), "real": np.zeros(n, bool)}
+    used = 0
+    for doc, (enc, task_row, dihedral) in enumerate(docs):
+        s = slice(used, used + len(enc.tokens))
+        out["tokens"][s], out["pos"][s], out["role"][s] = enc.tokens, enc.pos, enc.role
+        out["task"][s], out["view"][s], out["doc"][s] = task_row, dihedral, doc
+        labels = np.full(len(enc.tokens), IGNORE, np.int64)
+        labels[enc.output_start:-1] = enc.tokens[enc.output_start + 1:]  # predict output tokens and <end>
+        out["labels"][s] = labels
+        used += len(enc.tokens)
+    out["real"][:used] = True
+    out["doc"][used:] = out["doc"][max(used - 1, 0)] + 1
+    return out
+
+
+def stack_rows(rows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -210,5 +222,4 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         first = (step * self.world + self.rank) * self.rows
-        rows = [self.packed.row(first + i) for i in range(self.rows)]
-        return {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}
+        return stack_rows([self.packed.row(first + i) for i in range(self.rows)])

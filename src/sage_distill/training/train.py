@@ -1,50 +1,34 @@
-"""The training loop, top to bottom: packed rows -> SAGE model -> AdamW (shared weights) + sparse
-Adam (task rows) on a warm-up-stable-decay schedule -> bf16 autocast, compiled, flex attention ->
-loss on output tokens -> clip -> EMA -> logs -> atomic checkpoints.
+"""Training the SAGE ARC model, or distilling a smaller one from a teacher: the ARC family of the one
+training loop (`loop.py`). It supplies packed rows (data.py), the SAGE model, AdamW on the shared
+weights + sparse Adam on the task rows, and the loss set of the config (`losses:`), with the frozen
+teacher of `teacher:` run on the student's own rows (never their labels).
 
 Launch with `sage-distill train --config FILE.yaml`, or data-parallel with
-`torchrun --nproc_per_node=K -m sage_distill train --config FILE.yaml`. The batch of every
-(step, rank) is a pure function of the seed, so a killed run resumed from its last checkpoint
-continues the same schedule on the same data.
+`torchrun --nproc_per_node=K -m sage_distill train --config FILE.yaml`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.distributed as dist
-from safetensors.torch import load_file
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
+from torch import nn
 
-from ..distill.losses import output_loss
-from ..errors import SageError
+from ..distill.losses import LossSet
+from ..distill.terms import LossInputs
+from ..errors import ConfigError, SageError
 from ..student.checkpoint import save_model
+from ..student.configuration_sage import IGNORE, VOCAB
 from ..student.modeling_sage import SageModel, packed_mask
-from ..utils.io import atomic_save_safetensors, atomic_write_json
+from ..utils.io import atomic_write_json
 from .config import TrainConfig
-from .data import IGNORE, PackedRows, StepBatches, assemble
-from .state import load_optimizer, save_optimizer
+from .data import PackedRows, StepBatches, assemble
+from .loop import Loop, LoopSettings, init_distributed
+from .on_policy import on_policy_rows
 
 log = logging.getLogger(__name__)
-PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16 datasheet figure, for MFU
-
-
-def wsd_factor(step: int, cfg: TrainConfig) -> float:
-    """Warm-up, stable, then linear decay to zero over the last `decay_fraction` of the steps."""
-    o = cfg.optim
-    if step < o.warmup:
-        return (step + 1) / o.warmup
-    decay_start = int(o.steps * (1 - o.decay_fraction))
-    if step < decay_start:
-        return 1.0
-    return max(0.0, (o.steps - step) / max(1, o.steps - decay_start))
 
 
 def batch_flops(model: SageModel, batch: dict[str, torch.Tensor]) -> float:
@@ -59,215 +43,154 @@ def batch_flops(model: SageModel, batch: dict[str, torch.Tensor]) -> float:
     return 6 * matmul * c.loops * tokens + attn
 
 
-class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: str | Path | None = None) -> None:
-        self.cfg = cfg
-        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        if self.distributed:
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        self.rank = dist.get_rank() if self.distributed else 0
-        self.world = dist.get_world_size() if self.distributed else 1
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            self.device = torch.device("cuda", local)
-            torch.backends.cuda.matmul.allow_tf32 = True
-        else:
-            self.device = torch.device("cpu")
-        self.out = Path(cfg.out_dir)
+class ArcFamily:
+    """The ARC model (or student) for the loop: batches, optimisers, loss, inference folders."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1,
+                 config_file: str | Path | None = None) -> None:
+        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         torch.manual_seed(cfg.seed)
-
-        d = cfg.data
+        d, o = cfg.data, cfg.optim
         self.table, self.decontamination = assemble(d.training, d.evaluation, d.include_eval_demos)
-        self.model = SageModel(cfg.model_config_(len(self.table.fingerprints))).to(self.device)
+        self.model = SageModel(cfg.model_config_(len(self.table.fingerprints))).to(device)
+        self.teacher, self.teacher_rows = build_arc_teacher(cfg, self.table.fingerprints, device, config_file)
+        self.losses = build_losses(cfg, self.model, self.teacher, config_file).to(device)
+        self.extra: nn.Module | None = self.losses if any(True for _ in self.losses.parameters()) else None
+        self.want_hidden = "feature" in self.losses.terms
         shared = [p for n, p in self.model.named_parameters() if not n.startswith("tasks.")]
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW([
-            {"params": [p for p in shared if p.ndim >= 2], "weight_decay": o.weight_decay},
-            {"params": [p for p in shared if p.ndim < 2], "weight_decay": 0.0},
-        ], lr=o.lr, betas=(0.9, 0.95), fused=self.device.type == "cuda")
-        self.task_optimizer = torch.optim.SparseAdam(list(self.model.tasks.parameters()), lr=o.task_lr,
-                                                     betas=(0.9, 0.95))
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(o.ema_decay))
-        self.step = 0
-        if resume:
-            self._load(Path(resume))
-        if cfg.compile:  # the blocks only: the sparse task-embedding lookup stays eager
-            for block in self.model.blocks:
-                block.compile()
-        net = self.model
-        if self.distributed:
-            net = DDP(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.net = net
+        shared += list(self.losses.parameters())  # e.g. a feature projector trains with the student
+        self._clipped = shared
+        fused = device.type == "cuda"
+        self._optimizers = {
+            "shared": torch.optim.AdamW([
+                {"params": [p for p in shared if p.ndim >= 2], "weight_decay": o.weight_decay},
+                {"params": [p for p in shared if p.ndim < 2], "weight_decay": 0.0},
+            ], lr=o.lr, betas=(0.9, 0.95), fused=fused),
+            "tasks": torch.optim.SparseAdam(list(self.model.tasks.parameters()), lr=o.task_lr, betas=(0.9, 0.95)),
+        }
         self.packed = PackedRows(self.table, o.row_len, cfg.seed)
+        self.on_policy_stats: dict[str, float] = {}
 
-    # ------------------------------------------------------------------ the loop
-    def fit(self) -> dict[str, float]:
-        cfg, o = self.cfg, self.cfg.optim
-        writer = self._writer()
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self._write_run_info()
-            self._trim_metrics()
+    def compile(self) -> None:
+        """The blocks only: the sparse task-embedding lookup stays eager."""
+        for block in self.model.blocks:
+            block.compile()
+        if self.teacher is not None:
+            for block in self.teacher.model.blocks:
+                block.compile()
+
+    # -- what the loop asks for
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self._optimizers
+
+    def clipped(self) -> list[nn.Parameter]:
+        return self._clipped
+
+    def batches(self, start: int):
+        o = self.cfg.optim
         loader = torch.utils.data.DataLoader(
             StepBatches(self.packed, o.rows, self.rank, self.world), batch_size=None,
-            sampler=range(self.step, o.steps), num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" \
-            else torch.autocast("cpu", enabled=False)
-        snapshot_steps = {max(1, int(f * o.steps)) for f in cfg.snapshots}
-        start_time, last = time.time(), {}
-        window_t, window_flops, window_tokens = time.time(), 0.0, 0.0
-        bar = tqdm(total=o.steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True, desc="train")
+            sampler=range(start, o.steps), num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=False, prefetch_factor=4 if self.cfg.workers else None)
         for batch in loader:
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            factor = wsd_factor(self.step, cfg)
-            for g in self.optimizer.param_groups:
-                g["lr"] = o.lr * factor
-            for g in self.task_optimizer.param_groups:
-                g["lr"] = o.task_lr * factor
-            with autocast:
-                logits = self.net(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"],
-                                  packed_mask(batch["doc"]))
-            loss = output_loss(logits, batch["labels"])
-            if not torch.isfinite(loss):
-                raise self._diverged("loss", loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.task_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            shared = [p for n, p in self.model.named_parameters() if not n.startswith("tasks.")]
-            grad_norm = torch.nn.utils.clip_grad_norm_(shared, o.grad_clip)
-            if not torch.isfinite(grad_norm):  # stop before a bad update reaches the weights or a checkpoint
-                raise self._diverged("gradient norm", grad_norm)
-            self.optimizer.step()
-            self.task_optimizer.step()
-            self.ema.update_parameters(self.model)
-            self.step += 1
-            bar.update(1)
-            if self.rank == 0 and self.step % cfg.log_every in (0, 1):
-                window_flops += batch_flops(self.model, batch) * self.world
-                window_tokens += float(batch["real"].sum()) * self.world
-            if self.step % cfg.log_every == 0 or self.step == o.steps:
-                last = self._metrics(loss, grad_norm, logits, batch)
-                elapsed = time.time() - window_t
-                # FLOPs and tokens were sampled on 2 steps of each window: scale to the window.
-                steps_in_window = cfg.log_every if self.step % cfg.log_every == 0 else self.step % cfg.log_every
-                sampled = 2 if steps_in_window > 1 else 1
-                last["tokens_per_s"] = window_tokens / sampled * steps_in_window / elapsed
-                last["mfu"] = window_flops / sampled * steps_in_window / elapsed / (PEAK_BF16_FLOPS * self.world)
-                last["steps_per_s"] = steps_in_window / elapsed
-                last["minutes"] = (time.time() - start_time) / 60
-                window_t, window_flops, window_tokens = time.time(), 0.0, 0.0
-                if self.rank == 0:
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", exact=f"{last['exact']:.3f}",
-                                    tok_s=f"{last['tokens_per_s']:.0f}", mfu=f"{last['mfu']:.2f}")
-                    self._log(last, writer)
-            out_of_time = self._agree(cfg.max_minutes is not None and (time.time() - start_time) / 60 > cfg.max_minutes)
-            if self.step % cfg.checkpoint_every == 0 or self.step == o.steps or out_of_time:
-                self.save()
-            if self.step in snapshot_steps and self.rank == 0:
-                self.save_inference(self.out / "snapshots" / f"step-{self.step:06d}")
-            if out_of_time:
-                log.info("stopping at step %d: max_minutes reached; resume with --resume %s", self.step, self.out)
-                break
-        bar.close()
-        if writer is not None:
-            writer.close()
-        if self.distributed:
-            dist.destroy_process_group()
-        return last
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    # ------------------------------------------------------------------ helpers
-    def _diverged(self, what: str, value: torch.Tensor) -> SageError:
-        return SageError(f"{self.out}: {what} is {float(value.detach())} at step {self.step}; the last good "
-                         f"checkpoint in {self.out / 'train_state'} is intact (resume with a lower optim.lr)")
+    def loss(self, net: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        term, generated = self.losses.on_policy, None
+        if term is not None and step % term.every == 0:
+            o = self.cfg.optim
+            extra, self.on_policy_stats = on_policy_rows(self.model, self.table, o.rows, o.row_len, term.pairs,
+                                                         self.cfg.seed, step, self.rank, term.sample_temperature)
+            if extra is not None:  # one forward over the data rows and the generated rows together
+                generated = torch.cat([torch.full_like(batch["labels"], IGNORE), extra["generated"]])
+                batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
+        mask = packed_mask(batch["doc"])
+        out = net(batch["tokens"], batch["pos"], batch["task"], batch["view"], batch["role"], mask,
+                  return_hidden=self.want_hidden)
+        logits, hidden = out if self.want_hidden else (out, None)
+        teacher = None
+        if self.teacher is not None:
+            teacher = self.teacher.targets(batch, self.teacher_rows)
+        real = batch["real"] if generated is None else batch["real"] & (generated == IGNORE)
+        li = LossInputs(logits, batch["labels"], hidden, real, teacher, generated)
+        total, parts = self.losses(li)
+        return total, {"parts": parts, "logits": logits, "batch": batch}
 
     @torch.no_grad()
-    def _metrics(self, loss, grad_norm, logits, batch) -> dict[str, float]:
+    def metrics(self, batch: dict[str, Any], out: dict[str, Any]) -> dict[str, float]:
+        """Teacher-forced output-token accuracy and whole-output exactness on the data rows."""
+        logits, batch = out["logits"], out["batch"]
         labels = batch["labels"]
         labelled = labels != IGNORE
         wrong = (logits.argmax(-1) != labels) & labelled
         doc = batch["doc"] + torch.arange(labels.shape[0], device=labels.device)[:, None] * labels.shape[1]
-        docs_with_labels = torch.unique(doc[labelled])
-        docs_wrong = torch.unique(doc[wrong])
-        return {"step": self.step, "loss": float(loss), "grad_norm": float(grad_norm),
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "token_acc": float(1 - wrong.sum() / labelled.sum()),
-                "exact": 1 - len(docs_wrong) / max(1, len(docs_with_labels))}
+        docs_with_labels, docs_wrong = torch.unique(doc[labelled]), torch.unique(doc[wrong])
+        row = {"token_acc": float(1 - wrong.sum() / labelled.sum().clamp(min=1)),
+               "exact": 1 - len(docs_wrong) / max(1, len(docs_with_labels)),
+               "lr": self._optimizers["shared"].param_groups[0]["lr"]}
+        return {**row, **self.on_policy_stats}
 
-    def _agree(self, flag: bool) -> bool:
-        """Rank 0's clock decides for every rank, or the ranks would stop at different steps and hang."""
-        if not self.distributed:
-            return flag
-        t = torch.tensor([float(flag)], device=self.device)
-        dist.broadcast(t, src=0)
-        return bool(t.item())
+    def work(self, batch: dict[str, Any]) -> dict[str, float]:
+        return {"tokens": float(batch["real"].sum()), "flops": batch_flops(self.model, batch)}
 
-    def _writer(self):
-        if self.rank != 0:
-            return None
-        from torch.utils.tensorboard import SummaryWriter
+    def save_inference(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
+        save_model(folder, self.model, self.table.fingerprints, state_dict=weights)
 
-        return SummaryWriter(str(self.out / "tensorboard"))
+    def settings(self) -> dict[str, Any]:
+        return self.cfg.model_dump(mode="json")
 
-    def _log(self, row: dict[str, float], writer) -> None:
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        for k, v in row.items():
-            if k != "step":
-                writer.add_scalar(k, v, row["step"])
+    def run_info(self) -> dict[str, Any]:
+        t = self.teacher
+        return {"config": self.cfg.model_dump(mode="json"), "world_size": self.world,
+                "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+                "pairs": len(self.table), "tasks": len(self.table.fingerprints),
+                "decontamination": self.decontamination.dropped,
+                "parameters": {"shared": self.model.shared_parameters(),
+                               "task_embeddings": sum(p.numel() for p in self.model.tasks.parameters()),
+                               "teacher_shared": t.model.shared_parameters() if t is not None else None}}
 
-    def _trim_metrics(self) -> None:
-        """A resumed run re-logs the steps after its checkpoint: drop them so no step repeats."""
-        path = self.out / "metrics.jsonl"
-        if path.is_file():
-            rows = [line for line in path.read_text().splitlines() if line.strip()]
-            kept = [r for r in rows if json.loads(r)["step"] <= self.step]
-            path.write_text("".join(r + "\n" for r in kept))
 
-    def _write_run_info(self) -> None:
-        atomic_write_json(self.out / "run.json", {
-            "config": self.cfg.model_dump(), "world_size": self.world,
-            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-            "pairs": len(self.table), "tasks": len(self.table.fingerprints),
-            "decontamination": self.decontamination.dropped,
-            "parameters": {"shared": self.model.shared_parameters(),
-                           "task_embeddings": sum(p.numel() for p in self.model.tasks.parameters())},
-        }, indent=1)
+def build_arc_teacher(cfg: TrainConfig, fingerprints: list[str], device: torch.device,
+                      config_file: str | Path | None):
+    """The frozen teacher of `teacher:` (or None), and the map from student task rows to its rows."""
+    spec = cfg.teacher
+    if spec is None:
+        return None, None
+    if spec.kind != "sage":
+        raise ConfigError(f"the ARC trainer distils from a SAGE teacher (kind: sage); '{spec.kind}' teachers give "
+                          "features of grids: run `sage-distill extract` to a store (not yet wired into training)",
+                          file=config_file, where="teacher.kind")
+    from ..teachers.sage import SageTeacher
 
-    def save_inference(self, folder: Path) -> None:
-        ema = self.ema.module.state_dict()
-        save_model(folder, self.model, self.table.fingerprints, state_dict=ema)
+    try:
+        teacher = SageTeacher(spec.path, device)
+    except SageError as e:
+        raise ConfigError(f"cannot load the teacher {spec.path}: {e.one_line()}", file=config_file,
+                          where="teacher.path") from None
+    return teacher, teacher.task_rows(fingerprints)
 
-    def save(self) -> None:
-        """Rank 0 writes the inference folder (EMA weights) and the resumable state."""
-        if self.rank != 0:
-            return
-        self.save_inference(self.out)
-        state = self.out / "train_state"
-        state.mkdir(exist_ok=True)
-        atomic_save_safetensors(state / "weights.safetensors",
-                                {k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-        atomic_save_safetensors(state / "ema.safetensors",
-                                {k: v.detach().cpu() for k, v in self.ema.state_dict().items()})
-        for name, opt in (("shared", self.optimizer), ("tasks", self.task_optimizer)):
-            (state / name).mkdir(exist_ok=True)
-            save_optimizer(state / name, opt)
-        # state.json last: its presence with this step marks a complete checkpoint.
-        atomic_write_json(state / "state.json", {"step": self.step, "seed": self.cfg.seed})
 
-    def _load(self, folder: Path) -> None:
-        state = folder / "train_state"
-        if not (state / "state.json").is_file():
-            raise SageError(f"{folder}: nothing to resume (no {state / 'state.json'})")
-        meta = json.loads((state / "state.json").read_text())
-        dev = str(self.device)
-        self.model.load_state_dict(load_file(state / "weights.safetensors", device=dev))
-        self.ema.load_state_dict(load_file(state / "ema.safetensors", device=dev))
-        load_optimizer(state / "shared", self.optimizer)
-        load_optimizer(state / "tasks", self.task_optimizer)
-        self.step = meta["step"]
-        log.info("resumed from %s at step %d", folder, self.step)
+def build_losses(cfg: TrainConfig, model: SageModel, teacher, config_file: str | Path | None) -> LossSet:
+    """The loss set, checked against the teacher before any step: each teacher term needs a teacher that
+    gives its signal, logits over the same vocabulary, features of a size the projector can take."""
+    context = {"student_hidden": model.config.hidden}
+    if teacher is not None:
+        context["teacher_dim"] = teacher.feature_dim
+    try:
+        losses = LossSet(cfg.loss_spec(), **context)
+    except SageError as e:
+        raise ConfigError(e.problem, file=config_file, where=e.where or "losses") from None
+    needs = losses.teacher_signals()
+    if needs and teacher is None:
+        raise ConfigError(f"the losses need a teacher's {', '.join(sorted(needs))}: add a teacher: section",
+                          file=config_file, where="teacher")
+    if teacher is not None and not needs:
+        raise ConfigError("a teacher is configured but no loss reads it (add logit, feature or on_policy to losses)",
+                          file=config_file, where="teacher")
+    if "logits" in needs and teacher.vocab != VOCAB:
+        raise ConfigError(f"the teacher's vocabulary has {teacher.vocab} tokens, the student's {VOCAB}: logit "
+                          "losses need the same tokens", file=config_file, where="teacher.path")
+    return losses
 
 
 def cpu_memory_needed(cfg: TrainConfig) -> float:
@@ -289,7 +212,26 @@ def available_memory() -> float:
     return float("inf")
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, float]:
+def loop_settings(cfg: TrainConfig) -> LoopSettings:
+    o = cfg.optim
+    return LoopSettings(out=Path(cfg.out_dir), steps=o.steps, warmup=o.warmup, schedule=o.schedule,
+                        decay_fraction=o.decay_fraction, minutes=o.minutes, max_minutes=cfg.max_minutes,
+                        grad_clip=o.grad_clip, ema_decay=o.ema_decay, log_every=cfg.log_every,
+                        checkpoint_every=cfg.checkpoint_every, snapshots=list(cfg.snapshots), seed=cfg.seed)
+
+
+def build(cfg: TrainConfig, resume: bool = False, allow_changes: bool = False,
+          config_file: str | Path | None = None) -> tuple[ArcFamily, Loop]:
+    device, rank, world = init_distributed()
+    family = ArcFamily(cfg, device, rank, world, config_file)
+    loop = Loop(family, loop_settings(cfg), resume=resume, allow_changes=allow_changes)
+    if cfg.compile:
+        family.compile()
+    return family, loop
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, allow_changes: bool = False,
+          config_file: str | Path | None = None) -> dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not torch.cuda.is_available():
         need, have = cpu_memory_needed(cfg), available_memory()
@@ -298,9 +240,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, float
                             f"{cfg.optim.row_len} tokens, preset {cfg.preset}); {have / 2**30:.1f} GiB is available. "
                             "Lower optim.rows / optim.row_len (--set optim.rows=1 --set optim.row_len=2048) "
                             "or use a GPU")
-    if resume is not None and not (Path(resume) / "train_state" / "state.json").is_file():
-        raise SageError(f"--resume {resume}: no checkpoint there (missing train_state/state.json)")
-    if resume is None and (Path(cfg.out_dir) / "train_state").exists():
+    if resume is not None:
+        if not (Path(resume) / "train_state" / "state.json").is_file():
+            raise SageError(f"--resume {resume}: no checkpoint there (missing train_state/state.json)")
+        if Path(resume).resolve() != Path(cfg.out_dir).resolve():
+            cfg = cfg.model_copy(update={"out_dir": str(resume)})
+    elif (Path(cfg.out_dir) / "train_state").exists():
         raise SageError(f"{cfg.out_dir}: holds a run already; pass --resume {cfg.out_dir} or choose another out_dir")
-    return Trainer(cfg, resume).fit()
-
+    family, loop = build(cfg, resume is not None, allow_changes, config_file)
+    if family.rank == 0:
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(cfg.out_dir) / "run.json", family.run_info(), indent=1)
+    return loop.fit()
