@@ -96,7 +96,8 @@ def test_yaml_config_overrides_and_refusals(tmp_path) -> None:
     cfg = load_config(path, {"optim.rows": 3, "model.loops": 2})
     assert cfg.optim.steps == 7 and cfg.optim.rows == 3 and cfg.model_config_().loops == 2
     for text, where in [("preset: tiny\noptim:\n  stepz: 7\n", "optim.stepz"), ("optim:\n  lr: -1\n", "optim.lr"),
-                        ("optim:\n  steps: -5\n", "optim.steps"), ("", "is empty"), ("optim: [\n", "not valid YAML"), ("- 1\n- 2\n", "mapping"),
+                        ("optim:\n  steps: -5\n", "optim.steps"), ("", "is empty"),
+                       ("optim: [\n", "not valid YAML"), ("- 1\n- 2\n", "mapping"),
                         ("model:\n  hidden: 8\n", "model"), ("snapshots: [1.5]\n", "snapshots")]:
         path.write_text(text)
         with pytest.raises(SageError, match=where):

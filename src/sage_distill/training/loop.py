@@ -165,7 +165,8 @@ class Loop:
                 self._check(first_bad, loss, grad_norm)
             if logging_now:
                 elapsed = time.time() - window_t
-                last = {"step": self.step, "loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr_factor": self.factor,
+                last = {"step": self.step, "loss": float(loss.detach()), "grad_norm": float(grad_norm),
+                        "lr_factor": self.factor,
                         **{k: float(v) for k, v in outputs.get("parts", {}).items()},
                         **self.family.metrics(batch, outputs),
                         "steps_per_s": window_steps / elapsed, "minutes": minutes}

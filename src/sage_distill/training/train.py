@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..distill.losses import LossSet
+from ..distill.losses import LOSSES, LossSet
 from ..distill.terms import LossInputs
 from ..errors import ConfigError, SageError
 from ..student.checkpoint import save_model
@@ -173,6 +173,13 @@ def build_arc_teacher(cfg: TrainConfig, fingerprints: list[str], device: torch.d
 def build_losses(cfg: TrainConfig, model: SageModel, teacher, config_file: str | Path | None) -> LossSet:
     """The loss set, checked against the teacher before any step: each teacher term needs a teacher that
     gives its signal, logits over the same vocabulary, features of a size the projector can take."""
+    needs = {k for x in cfg.losses for k in getattr(LOSSES[x.name], "needs_teacher", ())}
+    if needs and teacher is None:
+        raise ConfigError(f"the losses need a teacher's {', '.join(sorted(needs))}: add a teacher: section",
+                          file=config_file, where="teacher")
+    if teacher is not None and not needs:
+        raise ConfigError("a teacher is configured but no loss reads it (add logit, feature or on_policy to losses)",
+                          file=config_file, where="teacher")
     context = {"student_hidden": model.config.hidden}
     if teacher is not None:
         context["teacher_dim"] = teacher.feature_dim
@@ -180,13 +187,6 @@ def build_losses(cfg: TrainConfig, model: SageModel, teacher, config_file: str |
         losses = LossSet(cfg.loss_spec(), **context)
     except SageError as e:
         raise ConfigError(e.problem, file=config_file, where=e.where or "losses") from None
-    needs = losses.teacher_signals()
-    if needs and teacher is None:
-        raise ConfigError(f"the losses need a teacher's {', '.join(sorted(needs))}: add a teacher: section",
-                          file=config_file, where="teacher")
-    if teacher is not None and not needs:
-        raise ConfigError("a teacher is configured but no loss reads it (add logit, feature or on_policy to losses)",
-                          file=config_file, where="teacher")
     if "logits" in needs and teacher.vocab != VOCAB:
         raise ConfigError(f"the teacher's vocabulary has {teacher.vocab} tokens, the student's {VOCAB}: logit "
                           "losses need the same tokens", file=config_file, where="teacher.path")

@@ -1,0 +1,111 @@
+"""Distillation as a stage of the one training loop: a student trained by `train` with `teacher:` and
+`losses:` in its config learns towards a frozen SAGE teacher (logit, feature and on-policy terms, each
+logged), resumes exactly, checkpoints nothing of the teacher, and bad teacher configs are refused
+before anything is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from arc_world import small_world
+from sage_distill.errors import SageError
+from sage_distill.student.checkpoint import load_model
+from sage_distill.training.config import TrainConfig, load_config
+from sage_distill.training.train import build, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+STUDENT = {"hidden": 32, "heads": 2, "layers": 1, "mlp_hidden": 64}
+KD = [{"name": "task"}, {"name": "logit", "weight": 1.0, "temperature": 2.0},
+      {"name": "feature", "weight": 0.5}, {"name": "on_policy", "weight": 1.0, "every": 2, "pairs": 6}]
+
+
+def config(out: Path, steps: int = 6, **extra) -> TrainConfig:
+    return TrainConfig(**{"out_dir": str(out), "preset": "tiny", "seed": 0,
+                          "data": {"training": [("w", "training")], "evaluation": [("w", "evaluation")]},
+                          "optim": {"steps": steps, "rows": 2, "row_len": 128, "warmup": 2, "lr": 3e-3},
+                          "log_every": 1, "checkpoint_every": 100, "snapshots": [0.5], **extra})
+
+
+@pytest.fixture()
+def teacher_dir(tmp_path, monkeypatch) -> Path:
+    small_world(monkeypatch)
+    train(config(tmp_path / "teacher", steps=40, optim={"steps": 40, "rows": 2, "row_len": 128, "warmup": 2,
+                                                        "lr": 1e-2}))
+    return tmp_path / "teacher"
+
+
+def rows(folder: Path) -> list[dict]:
+    return [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_student_learns_from_the_teacher_through_the_product_trainer(teacher_dir: Path, tmp_path: Path) -> None:
+    before = {k: v.clone() for k, v in load_file(teacher_dir / "train_state" / "weights.safetensors").items()}
+    # The task term at weight 0 is logged but not trained: the student learns from the teacher alone.
+    cfg = config(tmp_path / "student", steps=40, model=STUDENT, teacher={"kind": "sage", "path": str(teacher_dir)},
+                 losses=[{"name": "task", "weight": 0.0}, *KD[1:]])
+    train(cfg)
+    log = rows(tmp_path / "student")
+    assert {"task", "logit", "feature", "on_policy", "on_policy_valid"} <= set(log[0])
+    first, last = ({k: sum(r[k] for r in part) / len(part) for k in ("logit", "task", "feature")}
+                   for part in (log[:4], log[-4:]))
+    assert last["logit"] < 0.5 * first["logit"]
+    assert last["task"] < first["task"] - 0.1  # the teacher alone teaches the task
+    assert first["feature"] < 5  # normalised: cannot swamp the task loss
+    assert any(r["on_policy"] > 0 for r in log[::2])  # generated rows scored on the steps that generate
+    # the teacher is untouched, and nothing of it is in the student's checkpoint; the projector is
+    after = load_file(teacher_dir / "train_state" / "weights.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    student, _ = load_model(tmp_path / "student")
+    weights = load_file(tmp_path / "student" / "train_state" / "weights.safetensors")
+    assert set(weights) == set(student.state_dict()) and weights["head.weight"].shape[1] == STUDENT["hidden"]
+    extra = load_file(tmp_path / "student" / "train_state" / "extra.safetensors")
+    assert extra["terms.feature.proj.weight"].shape == (64, STUDENT["hidden"])  # tiny teacher: hidden 64
+    run = json.loads((tmp_path / "student" / "run.json").read_text())
+    assert run["parameters"]["teacher_shared"] > run["parameters"]["shared"]
+
+
+def test_distillation_resumes_to_the_unbroken_run(teacher_dir: Path, tmp_path: Path) -> None:
+    kw = dict(model=STUDENT, teacher={"kind": "sage", "path": str(teacher_dir)}, losses=KD)
+    build(config(tmp_path / "a", **kw))[1].fit()
+    build(config(tmp_path / "b", max_minutes=1e-9, **kw))[1].fit()
+    build(config(tmp_path / "b", **kw), resume=True)[1].fit()
+    for name in ("weights", "ema", "extra"):
+        a = load_file(tmp_path / "a" / "train_state" / f"{name}.safetensors")
+        b = load_file(tmp_path / "b" / "train_state" / f"{name}.safetensors")
+        assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), name
+    with pytest.raises(SageError, match=r"other settings \(losses\)"):
+        build(config(tmp_path / "b", **{**kw, "losses": KD[:2]}), resume=True)
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"teacher": {"kind": "sage", "path": "/nonexistent/teacher"}}, "teacher.path"),
+    ({"teacher": None}, "teacher"),  # logit / feature / on_policy without a teacher
+    ({"losses": [{"name": "task"}]}, "teacher"),  # a teacher no loss reads
+    ({"losses": [{"name": "task"}, {"name": "feature", "projector": False}]}, "losses.1"),  # 32 vs 64, no projector
+    ({"losses": [{"name": "task"}, {"name": "logit", "temprature": 2}]}, "losses.1"),
+    ({"teacher": {"kind": "policy", "path": "x"}}, "teacher.kind"),
+])
+def test_bad_teacher_configs_are_refused_before_anything_is_written(teacher_dir: Path, tmp_path: Path, change: dict,
+                                                                     where: str) -> None:
+    path = tmp_path / "kd.yaml"
+    base = {"teacher": {"kind": "sage", "path": str(teacher_dir)}, "losses": KD, **change}
+    cfg = config(tmp_path / "out", model=STUDENT, **base)
+    path.write_text(json.dumps(cfg.model_dump(mode="json")))
+    with pytest.raises(SageError, match=rf"{path}: {where}"):
+        train(load_config(path), config_file=path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_losses_in_yaml_are_validated_with_the_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: tiny\nlosses:\n  - {name: task}\n  - {name: halting}\n")
+    with pytest.raises(SageError, match=r"c.yaml: losses.1: unknown loss 'halting'"):
+        load_config(path)
+    path.write_text("preset: tiny\nteacher: {kind: sage}\nlosses: [{name: task}, {name: logit}]\n")
+    with pytest.raises(SageError, match=r"c.yaml: teacher.path"):
+        load_config(path)
