@@ -28,7 +28,10 @@ def grid(*rows) -> np.ndarray:
 
 def test_presets_respect_the_size_limits() -> None:
     small, large = SageModel(SageConfig.preset("small")), SageModel(SageConfig.preset("large"))
-    assert 6e6 < small.shared_parameters() <= 8e6 and 15e6 < large.shared_parameters() <= 32e6
+    tiny = SageModel(SageConfig.preset("student-tiny"))
+    # the distillation issue's students: small <= a third of the teacher and <= 8M, tiny <= 2M
+    assert 3 * small.shared_parameters() <= large.shared_parameters() and small.shared_parameters() <= 8e6
+    assert 1e6 < tiny.shared_parameters() <= 2e6 and 15e6 < large.shared_parameters() <= 32e6
 
 
 def test_a_pair_encodes_with_rows_newlines_positions_and_roles() -> None:

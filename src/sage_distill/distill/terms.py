@@ -181,17 +181,21 @@ class OnPolicyLoss(nn.Module):
     - "forward": KL(teacher || student);
     - "jsd": the generalised Jensen-Shannon divergence of GKD with weight `beta` on the teacher.
     `every`, `pairs` and `sample_temperature` tell the training family how often, on how many training
-    pairs, and how (0 = greedy) the student generates."""
+    pairs, and how (0 = greedy) the student generates; `max_tokens` (optional) limits the pairs to those
+    whose answer has at most that many tokens (decoding time grows with the longest answer of a batch)."""
 
     needs_teacher = ("logits",)
 
     def __init__(self, divergence: str = "reverse", beta: float = 0.5, temperature: float = 1.0, every: int = 1,
-                 pairs: int = 64, sample_temperature: float = 0.0) -> None:
+                 pairs: int = 64, sample_temperature: float = 0.0, max_tokens: int | None = None) -> None:
         super().__init__()
         if divergence not in ("reverse", "forward", "jsd"):
             raise SageError(f"divergence must be reverse, forward or jsd, got '{divergence}'")
         if not 0 < beta < 1 or temperature <= 0 or every < 1 or pairs < 1 or sample_temperature < 0:
             raise SageError("need 0 < beta < 1, temperature > 0, every >= 1, pairs >= 1, sample_temperature >= 0")
+        if max_tokens is not None and max_tokens < 2:
+            raise SageError(f"max_tokens must be at least 2, got {max_tokens}")
+        self.max_tokens = max_tokens
         self.divergence, self.beta, self.t = divergence, beta, temperature
         self.every, self.pairs, self.sample_temperature = every, pairs, sample_temperature
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 NEWLINE, START, IO_SEP, END = 10, 11, 12, 13
 VOCAB = 14
 IGNORE = -100  # the label of a token that carries no loss (PyTorch's cross-entropy default)
-PresetName = Literal["tiny", "small", "large"]
+PresetName = Literal["tiny", "student-tiny", "small", "large"]
 
 
 class SageConfig(BaseModel):
@@ -42,8 +42,11 @@ class SageConfig(BaseModel):
         return SageConfig(**PRESETS[name])
 
 
+# "small" (5.99M shared parameters, 3.26x fewer than "large") and "student-tiny" (1.78M) are the
+# distilled students of "large" (configs/distill/); "tiny" is for tests.
 PRESETS: dict[str, dict] = {
     "tiny": dict(hidden=64, heads=4, layers=2, mlp_hidden=192),
-    "small": dict(hidden=320, heads=5, layers=6, mlp_hidden=832),
+    "student-tiny": dict(hidden=192, heads=3, layers=4, mlp_hidden=512),
+    "small": dict(hidden=288, heads=4, layers=6, mlp_hidden=768),
     "large": dict(hidden=448, heads=7, layers=8, mlp_hidden=1216),
 }

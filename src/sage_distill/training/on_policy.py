@@ -21,11 +21,20 @@ from .data import PairTable, fill_row, stack_rows
 
 
 def on_policy_rows(model: SageModel, table: PairTable, rows: int, row_len: int, pairs: int, seed: int, step: int,
-                   rank: int = 0, temperature: float = 0.0) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
+                   rank: int = 0, temperature: float = 0.0, max_tokens: int | None = None
+                   ) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
     """`rows` packed rows of the student's answers to `pairs` training inputs (fewer when they do not
-    fit), with "generated" labels instead of "labels"; None when no answer was a grid."""
+    fit; only pairs whose answer has at most `max_tokens` tokens, if given), with "generated" labels
+    instead of "labels"; None when no answer was a grid."""
     rng = np.random.default_rng([seed, step, rank, 0x0B])
-    chosen = rng.choice(len(table), size=min(pairs, len(table)), replace=False)
+    eligible = np.arange(len(table))
+    if max_tokens is not None:
+        h = np.array([g.shape[0] for g in table.outputs])
+        w = np.array([g.shape[1] for g in table.outputs])
+        eligible = eligible[np.maximum(h * (w + 1), w * (h + 1)) + 1 <= max_tokens]
+    if not len(eligible):
+        return None, {"on_policy_valid": 0.0, "on_policy_docs": 0.0}
+    chosen = rng.choice(eligible, size=min(pairs, len(eligible)), replace=False)
     augs = [Augmentation(int(d), random_color_perm(rng)) for d in rng.integers(8, size=len(chosen))]
     jobs = [Job(table.inputs[p], a, int(table.task_index[p])) for p, a in zip(chosen, augs, strict=True)]
     # Decode no longer than the longest true answer among them (+ a row): a longer answer is wrong anyway.

@@ -100,7 +100,8 @@ class ArcFamily:
         if term is not None and step % term.every == 0:
             o = self.cfg.optim
             extra, self.on_policy_stats = on_policy_rows(self.model, self.table, o.rows, o.row_len, term.pairs,
-                                                         self.cfg.seed, step, self.rank, term.sample_temperature)
+                                                         self.cfg.seed, step, self.rank, term.sample_temperature,
+                                                         term.max_tokens)
             if extra is not None:  # one forward over the data rows and the generated rows together
                 generated = torch.cat([torch.full_like(batch["labels"], IGNORE), extra["generated"]])
                 batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One arm of scripts/gpu_distill.sh: train configs/distill/ARM.yaml under /root/work/runs/ARM, then evaluate
+# it (ARC-AGI-1 evaluation, 8 views, official pass@2) into /root/work/res/ARM. ARM=teacher: evaluate only.
+set -uo pipefail
+ARM=$1
+W=/root/work
+export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+echo "start $(date -u +%FT%TZ) $ARM commit $(git rev-parse --short HEAD 2>/dev/null)"
+MODEL=models/sage-arc
+if [ "$ARM" != teacher ]; then
+  T0=$(date +%s)
+  python3 -m sage_distill train --config configs/distill/$ARM.yaml --set out_dir=$W/runs/$ARM 2>&1 | grep -v "it/s\]"
+  echo "trained $ARM in $(( $(date +%s) - T0 )) s"
+  MODEL=$W/runs/$ARM
+fi
+T0=$(date +%s)
+python3 -m sage_distill eval --model $MODEL --dataset arc1 --out $W/res/$ARM --views 8 --device cuda --batch 512 \
+  2>&1 | grep -v "task/s"
+echo "evaluated $ARM in $(( $(date +%s) - T0 )) s"
+touch $W/res/$ARM.DONE
