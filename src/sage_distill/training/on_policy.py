@@ -45,7 +45,9 @@ def on_policy_rows(model: SageModel, table: PairTable, rows: int, row_len: int, 
     gen = torch.Generator(device).manual_seed(int(rng.integers(2**31))) if temperature > 0 else None
     was_training = model.training
     model.eval()
-    with torch.compiler.set_stance("force_eager"):  # decoding shapes change every step: no recompiles
+    # Eager (decoding shapes change every step: no recompiles) and in the weights' float32: the KV cache
+    # holds float32, and the training step's bf16 autocast would mix dtypes in attention.
+    with torch.compiler.set_stance("force_eager"), torch.autocast(device.type, enabled=False):
         candidates = generate(model, jobs, max_new=longest, temperature=temperature, generator=gen)
     model.train(was_training)
     docs, used, filled = [], 0, []
