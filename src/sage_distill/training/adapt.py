@@ -11,7 +11,7 @@ import time
 import torch
 
 from ..arc.task import Task
-from ..distill.losses import output_loss
+from ..distill.terms import output_loss
 from ..student.modeling_sage import SageModel, TaskEmbeddings, packed_mask
 from .data import PackedRows, StepBatches, build_pairs, pair_lengths
 
