@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import ConfigError
+from ..utils.config import load_config as load_yaml_config
 from .metabolic import Thresholds
 
 Pos = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -114,33 +113,4 @@ def load_config(path: str | Path | None) -> RunConfig:
     """The validated config (defaults without a path); any problem is one ConfigError naming the field."""
     if path is None:
         return RunConfig()
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError("is a directory; give an orchestrator YAML file", file=path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("config file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", file=path) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"not valid YAML: {' '.join(str(e).split())}", file=path) from None
-    except RecursionError:
-        raise ConfigError("not valid YAML: nested too deeply", file=path) from None
-    if data is None:
-        raise ConfigError("the config is empty; leave out --config to run on the defaults", file=path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"top level must be a mapping of settings, got a YAML {type(data).__name__}", file=path)
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"{first['msg']} (got {_shown(first.get('input'))})", file=path, where=where) from None
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return load_yaml_config(RunConfig, path, what="orchestrator config")

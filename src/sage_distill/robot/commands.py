@@ -9,10 +9,6 @@ from pathlib import Path
 from ..errors import ConfigError
 
 
-def _pydantic_error(exc: Exception, where: str) -> ConfigError:
-    return ConfigError(" ".join(str(exc).split())[:300], where=where)
-
-
 def collect_command(out: Path, tasks: str, episodes: int, image_size: int, workers: int,
                     after_success: int = 20) -> str:
     from .collect import collect
@@ -28,21 +24,11 @@ def collect_command(out: Path, tasks: str, episodes: int, image_size: int, worke
 
 
 def train_command(data: Path, out: Path, config: Path | None, overrides: dict) -> str:
-    import yaml
-    from pydantic import ValidationError
-
+    from ..utils.config import load_config
     from .train import RobotTrainConfig, train
 
-    values = {}
-    if config is not None:
-        if not config.is_file():
-            raise ConfigError("no such file", where="--config")
-        values = yaml.safe_load(config.read_text()) or {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        cfg = RobotTrainConfig(data=data, out=out, **values)
-    except ValidationError as exc:
-        raise _pydantic_error(exc, str(config or "options")) from None
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg = load_config(RobotTrainConfig, config, given, base={"data": data, "out": out}, what="robot training config")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     last = train(cfg)
     return f"trained {cfg.obs} policy to step {last.get('step')} (loss {last.get('loss', float('nan')):.4f}) in {out}"
