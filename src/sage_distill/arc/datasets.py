@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from ..errors import ArcDataError, check_task_id
+from ..utils.io import read_json
 from .task import Task
 from .validate import parse_grid, parse_task
 
@@ -32,22 +32,6 @@ SHIPPED: dict[str, ShippedDataset] = {
     ]
 }
 SPLITS = {"training": "train", "evaluation": "eval"}
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArcDataError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ArcDataError(f"cannot read: {e}", file=str(path)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ArcDataError(f"not valid JSON: {e}", file=str(path)) from None
-    except RecursionError:
-        raise ArcDataError("not valid JSON: nested too deeply", file=str(path)) from None
 
 
 def _shipped_json(name: str) -> tuple[str, dict]:
@@ -77,14 +61,14 @@ def load_task_dir(directory: str | Path) -> list[Task]:
 
 def load_task_file(path: str | Path) -> Task:
     path = Path(path)
-    return parse_task(read_json(path), path.stem, file=str(path))
+    return parse_task(read_json(path, ArcDataError), path.stem, file=str(path))
 
 
 def load_challenges(challenges: str | Path, solutions: str | Path | None = None) -> list[Task]:
     """ARC Prize layout. Any test outputs inside the challenges file are dropped: predictors must
     never see them. With `solutions`, answers are attached from that file alone."""
     challenges = Path(challenges)
-    data = read_json(challenges)
+    data = read_json(challenges, ArcDataError)
     if not isinstance(data, dict):
         raise ArcDataError(f"top level must be an object of task_id -> task, got {type(data).__name__}",
                            file=str(challenges))
@@ -109,7 +93,7 @@ def load_challenges(challenges: str | Path, solutions: str | Path | None = None)
 
 def load_solutions(path: str | Path) -> dict[str, list]:
     path = Path(path)
-    data = read_json(path)
+    data = read_json(path, ArcDataError)
     if not isinstance(data, dict):
         raise ArcDataError(f"top level must be an object of task_id -> [grid, ...], got {type(data).__name__}",
                            file=str(path))
@@ -145,7 +129,7 @@ def scan_path(path: str | Path) -> tuple[list[Task], list[ArcDataError]]:
             problems += errs
         return tasks, problems
     try:
-        data = read_json(path)
+        data = read_json(path, ArcDataError)
     except ArcDataError as e:
         return [], [e]
     if not isinstance(data, dict):
