@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...arc.augment import Augmentation
+from ...arc.augment import IDENTITY, Augmentation
 from ...arc.task import Task
 from ...arc.validate import parse_task
 from ...student.generate import Job, Tally, _key, generate, view_augmentations
@@ -244,7 +244,7 @@ def demonstration_loss(model: SageModel, task: Task, row: int) -> float:
     device = next(model.parameters()).device
     losses = []
     for p in task.train:
-        enc = encode_pair(p.input, p.output, Augmentation(0, tuple(range(10))))
+        enc = encode_pair(p.input, p.output, IDENTITY)
         n = len(enc.tokens)
         tokens = torch.from_numpy(enc.tokens)[None].to(device)
         pos = torch.from_numpy(enc.pos)[None].to(device)

@@ -16,13 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...arc.augment import Augmentation
+from ...arc.augment import IDENTITY
 from ...arc.task import Task
 from ...student.modeling_sage import SageModel, document_mask
 from ...student.sequences import encode_pair
 from ..contract import HaltDecision, History
-
-IDENTITY = Augmentation(0, tuple(range(10)))
 
 
 @dataclass
