@@ -17,8 +17,8 @@ from sage_distill.robot.collect import collect  # noqa: E402
 from sage_distill.robot.envs import MT10, EnvPool, MetaWorldEnv, Variant, all_tasks, task_set  # noqa: E402
 from sage_distill.robot.evaluate import evaluate  # noqa: E402
 from sage_distill.robot.policies.sage_control import ControlConfig, ControlPolicy  # noqa: E402
+from sage_distill.robot.teacher import ControlTeacher, MetaWorldExpert  # noqa: E402
 from sage_distill.robot.train import RobotTrainConfig, RobotTrainer, load_policy, train  # noqa: E402
-from sage_distill.teachers.control import ControlTeacher, MetaWorldExpert  # noqa: E402
 
 
 def test_task_sets_and_errors() -> None:
