@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import load_script
 from sage_distill.cli import app
 from sage_distill.errors import SageError
 from sage_distill.evaluation.submission import load_predictions
-from sage_distill.irp import bench
 from sage_distill.irp.config import OrchestratorSettings
 from sage_distill.irp.orchestrator import Orchestrator
 from sage_distill.irp.plugins import speech
@@ -98,10 +98,10 @@ def test_speech_writes_a_wav_or_fails_clearly(tmp_path: Path, monkeypatch: pytes
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
-    report = bench.main(["--model", "tiny-random", "--limit", "2", "--max-input-cells", "9", "--out",
-                         str(tmp_path / "b.json"), "--max-views", "2", "--views-per-step", "1", "--adapt-steps", "1",
-                         "--energy-threshold", "0.5", "--min-views", "1", "--dream-steps", "1", "--dream-ms", "200",
-                         "--overhead-cycles", "50"])
+    report = load_script("bench_irp").main([
+        "--model", "tiny-random", "--limit", "2", "--max-input-cells", "9", "--out", str(tmp_path / "b.json"),
+        "--max-views", "2", "--views-per-step", "1", "--adapt-steps", "1", "--energy-threshold", "0.5",
+        "--min-views", "1", "--dream-steps", "1", "--dream-ms", "200", "--overhead-cycles", "50"])
     h = report["halting"]
     assert set(h["fixed"]) == {"1", "2"} and 1 <= h["adaptive"]["mean_views"] <= 2
     assert h["confident"]["mean_views"] <= h["adaptive"]["mean_views"]
