@@ -58,7 +58,6 @@ class ControlPlugin:
         if self.K < 1:
             raise ValueError("flow_steps must be at least 1")
         self.energy_threshold, self.min_steps = energy_threshold, max(1, min_steps)
-        self._last: ControlState | None = None
 
     # ------------------------------------------------------------------ the contract
 
@@ -71,7 +70,6 @@ class ControlPlugin:
                 x0 = x.noise.to(cond.device).reshape(cond.shape[0], self.policy.cfg.chunk, self.policy.cfg.action_dim)
         s = ControlState(x0, 0, cond, float(x0.abs().mean()), [])
         s.latest["state"] = s
-        self._last = s
         return s
 
     def _jump(self, x: torch.Tensor, k: int, cond: torch.Tensor) -> torch.Tensor:
@@ -91,7 +89,6 @@ class ControlPlugin:
                 out = ControlState(self._jump(x, out.k, s.cond), out.k, s.cond, energy, s.energies, s.latest,
                                    finished_early=True)
         s.latest["state"] = out
-        self._last = out
         return out
 
     def energy(self, s: ControlState) -> float:
@@ -108,8 +105,8 @@ class ControlPlugin:
             return "flow done"
         return None
 
-    def halt(self, history: History) -> HaltDecision:
-        reason = self.halt_reason(self._last) if self._last is not None else None
+    def halt(self, history: History, s: ControlState) -> HaltDecision:
+        reason = self.halt_reason(s)
         return HaltDecision(reason is not None, reason or "")
 
     def finish(self, s: ControlState) -> torch.Tensor:
