@@ -50,15 +50,6 @@ def load_dataset(name: str, split: str) -> list[Task]:
     return [parse_task(tasks[tid], tid, file=file) for tid in sorted(tasks)]
 
 
-def load_task_dir(directory: str | Path) -> list[Task]:
-    """A directory of <task_id>.json files (the ARC repository layout)."""
-    directory = Path(directory)
-    files = sorted(directory.glob("*.json"))
-    if not files:
-        raise ArcDataError("no .json task files", file=str(directory))
-    return [load_task_file(f) for f in files]
-
-
 def load_task_file(path: str | Path) -> Task:
     path = Path(path)
     return parse_task(read_json(path, ArcDataError), path.stem, file=str(path))
@@ -160,19 +151,3 @@ def find_duplicate_ids(groups: Iterable[tuple[str, list[Task]]]) -> list[ArcData
             else:
                 seen[t.id] = file
     return problems
-
-
-def check_unique_ids(groups: Iterable[tuple[str, list[Task]]]) -> None:
-    """Refuse the same task id coming from two files."""
-    problems = find_duplicate_ids(groups)
-    if problems:
-        raise problems[0]
-
-
-def load_source(dataset: str | None = None, split: str | None = None, path: str | Path | None = None,
-                ) -> list[Task]:
-    if dataset:
-        return load_dataset(dataset, split or "evaluation")
-    if path:
-        return load_path(path)
-    raise ArcDataError("give a dataset name or a path")
