@@ -39,7 +39,9 @@ def test_run_writes_predictions_trace_summary_and_plot(tmp_path: Path) -> None:
     known = fingerprint(parse_task(TASKS["aa"], "aa", file=None))  # "bb" is unknown: adapted in the run
     save_model(tmp_path / "model", tiny(num_tasks=1), [known])
     (tmp_path / "challenges.json").write_text(json.dumps(TASKS))
-    cfg = {"threads": 1, "orchestrator": {"base_budget": 60000.0, "reserve_capacity": 1e6},
+    (tmp_path / "solutions.json").write_text(json.dumps({"aa": [[[0, 3]]], "bb": [[[4, 4]], [[5]]]}))
+    cfg = {"threads": 1, "solutions": str(tmp_path / "solutions.json"),
+           "orchestrator": {"base_budget": 60000.0, "reserve_capacity": 1e6, "trust": {"rate_truth": 0.6}},
            "plugins": {"arc_solver": {"max_views": 4, "views_per_step": 2, "adapt_steps": 1, "dream_steps": 1}},
            "stream": {"idle_every": 2, "idle_cycles": 5}}
     (tmp_path / "orch.yaml").write_text(yaml.safe_dump(cfg))
@@ -63,6 +65,13 @@ def test_run_writes_predictions_trace_summary_and_plot(tmp_path: Path) -> None:
         assert set(rec["snarc"]) == {"surprise", "novelty", "arousal", "reward", "conflict"}
         assert "trust" in rec["answer_reason"] and rec["trust_before"] != rec["trust_after"]
     assert answered[0]["novelty"] == 1.0  # empty memory: everything is new
+    # the solutions make each task's truth known after its cycle: trust moves at the configured rate_truth
+    feedback = [r for r in records if "feedback" in r]
+    assert [r["feedback"] for r in feedback] == ["aa", "bb"]
+    for rec in feedback:
+        before, after = rec["trust"]["arc_solver"]
+        assert 0.0 <= rec["correct"] <= 1.0 and after == pytest.approx(before + 0.6 * (rec["correct"] - before),
+                                                                        abs=2e-4)
     assert any(r.get("dream") for r in records)
     png = tmp_path / "timeline.png"
     r = runner.invoke(app, ["trace", "show", str(out / "trace.jsonl"), "--out", str(png)])
