@@ -3,9 +3,8 @@
 An anytime search: each step scans the next `chunk` stored embeddings and keeps the k most similar.
 Energy = (1 - mean cosine similarity of the top k) / 2, empty slots counted as similarity -1 (so 1 when
 nothing is found yet): a found neighbour can only raise the mean, so the energy only falls and the
-refiner's lowest-energy state is the latest, and the search stops when the store is exhausted or its
-ATP runs out. It needs the input's
-embedding in the context (the vision plugin puts it there)."""
+refiner's lowest-energy state is the latest. The search stops when the store is exhausted or its ATP
+runs out. It needs the input's embedding in the context (the vision plugin puts it there)."""
 
 from __future__ import annotations
 
