@@ -11,13 +11,13 @@ trained() { mkdir -p res/$1; cp $W/$1/{config.json,metrics.jsonl,model.safetenso
 stamp collect mt10
 $S collect --tasks mt10 --episodes 50 --image-size 128 --workers 16 --out $W/mt10 && cp $W/mt10/collect_summary.json res/collect-mt10.json
 stamp train mt10 "(background)"
-($S train --data $W/mt10 --out $W/pol-mt10 --config scripts/robot-pixels.yaml --steps "$MT10_STEPS" --device cuda \
+($S train --data $W/mt10 --out $W/pol-mt10 --config configs/robot-pixels.yaml --steps "$MT10_STEPS" --device cuda \
    > $W/train-mt10.log 2>&1; trained pol-mt10) &
 stamp collect mt50
 $S collect --tasks mt50 --episodes 50 --image-size 128 --workers 14 --out $W/mt50 && cp $W/mt50/collect_summary.json res/collect-mt50.json
 wait
 stamp train mt50 "(background)"
-($S train --data $W/mt50 --out $W/pol-mt50 --config scripts/robot-pixels.yaml --steps "$MT50_STEPS" --device cuda \
+($S train --data $W/mt50 --out $W/pol-mt50 --config configs/robot-pixels.yaml --steps "$MT50_STEPS" --device cuda \
    > $W/train-mt50.log 2>&1; trained pol-mt50; touch res/TRAINED50) &
 stamp eval mt10
 E="$S eval --policy $W/pol-mt10 --tasks mt10 --device cuda --workers 16"

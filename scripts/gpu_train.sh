@@ -10,7 +10,7 @@ mkdir -p $W
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m sage_distill.evaluation.bench_decode --preset large --batch 512 --new 200 --profile 2>&1 | tail -24
+python3 scripts/bench_decode.py --preset large --batch 512 --new 200 --profile 2>&1 | tail -24
 STEPS=${3:-16577}  # run 1 measured 19.7 steps/s for this config on one H200: 13.5 minutes of steps
 echo "main run: $STEPS steps"
 setsid nohup bash scripts/gpu_pipeline.sh $STEPS $CONFIG > $W/pipeline.log 2>&1 < /dev/null &

@@ -13,6 +13,18 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
+def load_script(name: str):
+    """A module of scripts/ (benchmarks run as `python scripts/NAME.py`), imported for a smoke test."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_task(n_train: int = 2, n_test: int = 1) -> dict:
     """A small valid task: the rule is 'swap colours 1 and 2'."""
     def pair(k: int) -> dict:

@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import make_task
-from sage_distill.arc.datasets import (
-    check_unique_ids,
-    load_challenges,
-    load_path,
-    load_solutions,
-    load_task_dir,
-    scan_path,
-)
+from sage_distill.arc.datasets import find_duplicate_ids, load_challenges, load_path, load_solutions, scan_path
 from sage_distill.arc.validate import parse_grid, parse_task
 from sage_distill.errors import ArcDataError
 
@@ -93,7 +86,7 @@ def test_every_loader_applies_the_same_validation(case: str, write_json, tmp_pat
     write_json("dir/good01.json", make_task())
     write_json("dir/bad002.json", bad)
     for load in (lambda: load_path(challenges), lambda: load_challenges(challenges),
-                 lambda: load_task_dir(tmp_path / "dir"), lambda: load_path(tmp_path / "dir")):
+                 lambda: load_path(tmp_path / "dir")):
         with pytest.raises(ArcDataError) as info:
             load()
         assert info.value.task == "bad002" and info.value.place == place and problem in info.value.problem
@@ -138,9 +131,9 @@ def test_missing_file(tmp_path) -> None:
 def test_duplicate_ids_across_files(write_json) -> None:
     a = write_json("a.json", {"t1": make_task(), "t2": make_task()})
     b = write_json("b.json", {"t3": make_task(), "t2": make_task()})
-    with pytest.raises(ArcDataError, match="duplicate task id") as info:
-        check_unique_ids([(str(a), load_path(a)), (str(b), load_path(b))])
-    assert info.value.task == "t2" and info.value.file == str(b) and str(a) in str(info.value)
+    problems = find_duplicate_ids([(str(a), load_path(a)), (str(b), load_path(b))])
+    assert len(problems) == 1 and "duplicate task id" in str(problems[0])
+    assert problems[0].task == "t2" and problems[0].file == str(b) and str(a) in str(problems[0])
 
 
 def test_scan_reports_every_bad_task(write_json) -> None:

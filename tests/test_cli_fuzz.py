@@ -104,17 +104,35 @@ def test_render(cli, template: Path, cell_size: str) -> None:
                           "--cell-size", cell_size])
 
 
-RUN_BAD = st.one_of(
-    st.tuples(st.just("orchestrator.base_budget"), st.floats(max_value=0) | st.just(math.inf)),
-    st.tuples(st.just("orchestrator.floor"),
-              st.floats(min_value=1.0001, allow_infinity=False) | st.floats(max_value=-1e-9)),
-    st.tuples(st.just("orchestrator.max_workers"), st.integers(max_value=0)),
-    st.tuples(st.just("plugins.arc_solver.variants"), st.integers(max_value=0) | st.integers(min_value=65)),
-    st.tuples(st.just("plugins.arc_solver.fit_lr"), st.floats(max_value=0)),
-    st.tuples(st.just("device"), words.filter(lambda s: s not in ("cpu", "mps") and not s.startswith("cuda"))),
-    st.tuples(st.just("stream.idle_every"), st.integers(max_value=-1)),
-    st.tuples(st.just("seed"), st.integers(max_value=-1)),
-)
+# Real config keys only (an unknown key is refused whatever its value, so fuzzing one proves nothing;
+# test_run_fuzzed_keys_exist keeps this list honest), each with values outside its constraint.
+RUN_BAD_VALUES = {
+    "orchestrator.base_budget": st.floats(max_value=0) | st.just(math.inf),
+    "orchestrator.floor": st.floats(min_value=1.0001, allow_infinity=False) | st.floats(max_value=-1e-9),
+    "orchestrator.max_workers": st.integers(max_value=0),
+    "orchestrator.trust.rate_truth": st.floats(min_value=1.0001) | st.floats(max_value=-1e-9),
+    "plugins.arc_solver.max_views": st.integers(max_value=0) | st.integers(min_value=1025),
+    "plugins.arc_solver.adapt_lr": st.floats(max_value=0),
+    "plugins.arc_solver.energy_threshold": st.floats(min_value=1.0001) | st.floats(max_value=-1e-9),
+    "plugins.memory_retrieval.k": st.integers(max_value=0),
+    "device": words.filter(lambda s: s not in ("cpu", "mps") and not s.startswith("cuda")),
+    "stream.idle_every": st.integers(max_value=-1),
+    "seed": st.integers(max_value=-1),
+}
+RUN_BAD = st.one_of(*[st.tuples(st.just(k), v) for k, v in RUN_BAD_VALUES.items()])
+
+
+def test_run_fuzzed_keys_exist() -> None:
+    from pydantic import BaseModel
+
+    from sage_distill.irp.config import RunConfig
+
+    for path in RUN_BAD_VALUES:
+        model: type[BaseModel] = RunConfig
+        *head, last = path.split(".")
+        for key in head:
+            model = model.model_fields[key].annotation
+        assert last in model.model_fields, f"{path} is not a config key"
 
 
 @FUZZ

@@ -14,7 +14,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from sage_distill.irp.config import OrchestratorSettings  # noqa: E402
 from sage_distill.irp.contract import Budget  # noqa: E402
-from sage_distill.irp.plugins.control import ControlInput, ControlPlugin, run_control_episode  # noqa: E402
+from sage_distill.irp.control_runner import run_control_episode  # noqa: E402
+from sage_distill.irp.plugins.control import ControlInput, ControlPlugin  # noqa: E402
 from sage_distill.irp.refine import refine  # noqa: E402
 from sage_distill.irp.trace import read_trace  # noqa: E402
 from sage_distill.robot.collect import collect  # noqa: E402

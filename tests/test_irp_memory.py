@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sage_distill.irp.contract import Budget
 from sage_distill.irp.memory import Memory
+from sage_distill.irp.plugins.memory_retrieval import MemoryRetrieval
+from sage_distill.irp.refine import refine
 from sage_distill.irp.salience import Snarc, novelty
 
 
@@ -19,12 +22,20 @@ def snarc(v: float = 0.5) -> Snarc:
     return Snarc(v, v, v, 0.0, v)
 
 
+def nearest(m: Memory, embedding: np.ndarray, k: int) -> list[int]:
+    """The run's retrieval: the memory_retrieval plugin, scanning one stored embedding per step."""
+    state, trace = refine(MemoryRetrieval(m, k, chunk=1), None, {"embedding": embedding}, Budget(max_steps=100))
+    assert trace.halt_reason == "store scanned" and len(trace.steps) == len(m)
+    assert all(s.delta <= 0 for s in trace.steps)  # energy only falls: the result is the full scan
+    return [i for _, i in state.top]
+
+
 def test_roundtrip_restart_and_nearest(tmp_path: Path) -> None:
     m = Memory(tmp_path / "m.sqlite")
     a = m.add("a", np.array([1, 0, 0], np.float32), {"x": 1}, [[1]], [3.0, 1.0], snarc(0.2), 0.2)
     m.add("b", np.array([0, 1, 0], np.float32), {"x": 2}, None, [2.0], snarc(0.9), 0.9)
     m.add("c", np.array([0.9, 0.1, 0], np.float32), {"x": 3}, [[3]], [1.0], snarc(0.5), 0.5)
-    assert [i for _, i in m.nearest(np.array([1, 0.05, 0]), k=2)] == [a, 3]
+    assert nearest(m, np.array([1, 0.05, 0], np.float32), k=2) == [a, 3]
     m.close()
     m = Memory(tmp_path / "m.sqlite")  # a restart
     assert len(m) == 3
@@ -35,15 +46,14 @@ def test_roundtrip_restart_and_nearest(tmp_path: Path) -> None:
     e = m.get(a)
     assert e.outcome == 1.0 and e.snarc.reward == 1.0 and e.salience == e.snarc.total()
     assert m.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [i for _, i in m.nearest(np.array([1, 0, 0]), k=5, exclude_key="a")] == [3, 2]
+    assert nearest(m, np.array([0, 1, 0.05], np.float32), k=5) == [2, 3, a]
     m.close()
 
 
 def test_novelty_is_distance_to_nearest() -> None:
-    stored = np.array([[1, 0], [0, 1]], np.float32)
-    assert novelty(np.array([1, 0], np.float32), stored) == 0.0
-    assert abs(novelty(np.array([-1, 0], np.float32), stored) - 0.5) < 1e-6  # 90 degrees from [0, 1]
-    assert novelty(np.array([1, 0], np.float32), np.zeros((0, 2), np.float32)) == 1.0
+    assert novelty([1.0, 0.0]) == 0.0  # the same direction as a stored embedding
+    assert abs(novelty([0.0, -1.0]) - 0.5) < 1e-6  # 90 degrees from the nearest
+    assert novelty([-1.0]) == 1.0 and novelty([]) == 1.0 and novelty(None) == 1.0  # opposite; empty memory
 
 
 WRITER = """

@@ -61,13 +61,16 @@ class Clamped(ScriptedPlugin):
         s.k = min(s.k, 3)
         return s
 
-    def halt(self, history):
+    def halt(self, history, state):
+        self.seen.append(state.k)  # the state the last step produced (after `project`)
         return HaltDecision(len(history) >= 4, "four steps")
 
 
 def test_optional_project_and_halt_hooks() -> None:
     p = Clamped("c", lambda k, x: 10 - k)
+    p.seen = []
     state, trace = refine(p, None, {}, Budget(max_steps=10))
+    assert p.seen == [1, 2, 3, 3]
     assert trace.halt_reason == "four steps"
     assert state.k == 3
     assert trace.energies == [10, 9, 8, 7, 7]

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import load_script
 from sage_distill.cli import app
 from sage_distill.errors import SageError
 from sage_distill.evaluation.submission import load_predictions
-from sage_distill.irp import bench
 from sage_distill.irp.config import OrchestratorSettings
 from sage_distill.irp.orchestrator import Orchestrator
 from sage_distill.irp.plugins import speech
@@ -39,7 +39,9 @@ def test_run_writes_predictions_trace_summary_and_plot(tmp_path: Path) -> None:
     known = fingerprint(parse_task(TASKS["aa"], "aa", file=None))  # "bb" is unknown: adapted in the run
     save_model(tmp_path / "model", tiny(num_tasks=1), [known])
     (tmp_path / "challenges.json").write_text(json.dumps(TASKS))
-    cfg = {"threads": 1, "orchestrator": {"base_budget": 60000.0, "reserve_capacity": 1e6},
+    (tmp_path / "solutions.json").write_text(json.dumps({"aa": [[[0, 3]]], "bb": [[[4, 4]], [[5]]]}))
+    cfg = {"threads": 1, "solutions": str(tmp_path / "solutions.json"),
+           "orchestrator": {"base_budget": 60000.0, "reserve_capacity": 1e6, "trust": {"rate_truth": 0.6}},
            "plugins": {"arc_solver": {"max_views": 4, "views_per_step": 2, "adapt_steps": 1, "dream_steps": 1}},
            "stream": {"idle_every": 2, "idle_cycles": 5}}
     (tmp_path / "orch.yaml").write_text(yaml.safe_dump(cfg))
@@ -63,6 +65,13 @@ def test_run_writes_predictions_trace_summary_and_plot(tmp_path: Path) -> None:
         assert set(rec["snarc"]) == {"surprise", "novelty", "arousal", "reward", "conflict"}
         assert "trust" in rec["answer_reason"] and rec["trust_before"] != rec["trust_after"]
     assert answered[0]["novelty"] == 1.0  # empty memory: everything is new
+    # the solutions make each task's truth known after its cycle: trust moves at the configured rate_truth
+    feedback = [r for r in records if "feedback" in r]
+    assert [r["feedback"] for r in feedback] == ["aa", "bb"]
+    for rec in feedback:
+        before, after = rec["trust"]["arc_solver"]
+        assert 0.0 <= rec["correct"] <= 1.0 and after == pytest.approx(before + 0.6 * (rec["correct"] - before),
+                                                                        abs=2e-4)
     assert any(r.get("dream") for r in records)
     png = tmp_path / "timeline.png"
     r = runner.invoke(app, ["trace", "show", str(out / "trace.jsonl"), "--out", str(png)])
@@ -84,24 +93,27 @@ def test_answer_choice_and_late_feedback() -> None:
     assert changes["good"][1] > changes["good"][0] and orch.trust.get("bad") < before
 
 
-def test_speech_writes_a_wav_or_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if speech.espeak_path() is not None:
-        from sage_distill.irp import Budget, refine
+@pytest.mark.skipif(speech.espeak_path() is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_speech_writes_a_wav(tmp_path: Path) -> None:
+    from sage_distill.irp import Budget, refine
 
-        plugin = speech.Speech(tmp_path)
-        state, trace = refine(plugin, "task aa answered in three steps", {"cycle": 1}, Budget(max_steps=1))
-        assert trace.halt_reason == "spoken" and state.path.read_bytes()[:4] == b"RIFF"
-        assert state.path.stat().st_size > 1000
+    plugin = speech.Speech(tmp_path)
+    state, trace = refine(plugin, "task aa answered in three steps", {"cycle": 1}, Budget(max_steps=1))
+    assert trace.halt_reason == "spoken" and state.path.read_bytes()[:4] == b"RIFF"
+    assert state.path.stat().st_size > 1000
+
+
+def test_speech_without_espeak_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(speech.shutil, "which", lambda name: None)
     with pytest.raises(SageError, match="espeak-ng"):
         speech.Speech(tmp_path)
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
-    report = bench.main(["--model", "tiny-random", "--limit", "2", "--max-input-cells", "9", "--out",
-                         str(tmp_path / "b.json"), "--max-views", "2", "--views-per-step", "1", "--adapt-steps", "1",
-                         "--energy-threshold", "0.5", "--min-views", "1", "--dream-steps", "1", "--dream-ms", "200",
-                         "--overhead-cycles", "50"])
+    report = load_script("bench_irp").main([
+        "--model", "tiny-random", "--limit", "2", "--max-input-cells", "9", "--out", str(tmp_path / "b.json"),
+        "--max-views", "2", "--views-per-step", "1", "--adapt-steps", "1", "--energy-threshold", "0.5",
+        "--min-views", "1", "--dream-steps", "1", "--dream-ms", "200", "--overhead-cycles", "50"])
     h = report["halting"]
     assert set(h["fixed"]) == {"1", "2"} and 1 <= h["adaptive"]["mean_views"] <= 2
     assert h["confident"]["mean_views"] <= h["adaptive"]["mean_views"]

@@ -243,6 +243,9 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     ("run", "challenge task id ../../etc/x", _with(RUN, "--challenges", "{w}/x.json"),
      _json("x.json", {"../../etc/x": TASK})),
     ("run", "memory is a folder", RUNC, lambda w: (w / "bad.yaml").write_text(f"memory: {w}/adir\n")),
+    ("run", "solutions missing", RUNC, lambda w: (w / "bad.yaml").write_text(f"solutions: {w}/nope.json\n")),
+    ("run", "solutions lack a task", RUNC, lambda w: ((w / "s.json").write_text('{"t1": [[[2, 1]]]}'),
+                                                      (w / "bad.yaml").write_text(f"solutions: {w}/s.json\n"))),
     # ---- trace show
     ("trace show", "missing trace", ["trace", "show", "{w}/nope.jsonl", "--out", "{w}/tl.png"], None),
     ("trace show", "trace a folder", ["trace", "show", "{w}/adir", "--out", "{w}/tl.png"], None),

@@ -329,7 +329,7 @@ def test_truncated_parquet(tmp_path):
 def test_missing_info_json(tmp_path):
     root = copy_fixture(tmp_path / "ds")
     (root / "meta" / "info.json").unlink()
-    with pytest.raises(DatasetError, match=r"meta/info\.json: file is missing"):
+    with pytest.raises(DatasetError, match=r"meta/info\.json: file not found"):
         open_dataset(root)
 
 

@@ -52,10 +52,18 @@ def test_hf_teacher_reads_the_chosen_layer(siglip_dir: tuple[SiglipVisionModel, 
 
 
 def test_hf_teacher_drops_cls_token(tmp_path: Path) -> None:
-    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                       image_size=28, patch_size=14), add_pooling_layer=False).save_pretrained(tmp_path)
-    teacher = build_teacher({"kind": "hf", "weights": str(tmp_path), "layer": 0})
-    assert teacher.encode(canvases())["features"].shape == (2, 4, 16)  # 5 tokens minus CLS
+    torch.manual_seed(0)
+    model = ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                               image_size=28, patch_size=14), add_pooling_layer=False).eval()
+    model.save_pretrained(tmp_path)
+    teacher = build_teacher({"kind": "hf", "weights": str(tmp_path), "layer": 1})
+    q = canvases()
+    feats = teacher.encode(q)["features"]
+    with torch.no_grad():
+        tokens = model(pixel_values=render_canvases(q, 28), output_hidden_states=True).hidden_states[1]
+    assert tokens.shape == (2, 5, 16) and feats.shape == (2, 4, 16)  # 5 tokens minus CLS
+    assert torch.allclose(feats, tokens[:, 1:], atol=1e-6)  # the dropped token is the first one, CLS
+    assert not torch.allclose(feats, tokens[:, :4], atol=1e-3)
 
 
 def test_hf_teacher_refuses_bad_folder_and_layer(siglip_dir: tuple[SiglipVisionModel, Path], tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import load_script
 from sage_distill.teachers.base import TeacherError
-from sage_distill.teachers.bench_groot import main as bench_main
 from sage_distill.teachers.groot import (
     IM_START,
     IMG_CONTEXT,
@@ -131,8 +131,8 @@ def test_full_architecture_shapes_and_no_unused_heads() -> None:
 
 
 def test_bench_smoke_on_cpu(tmp_path: Path) -> None:
-    report = bench_main(["--tiny", "--device", "cpu", "--batch-sizes", "1", "3", "--iters", "1", "--warmup", "0",
-                         "--out", str(tmp_path / "b.json")])
+    report = load_script("bench_groot").main(["--tiny", "--device", "cpu", "--batch-sizes", "1", "3", "--iters", "1",
+                                              "--warmup", "0", "--out", str(tmp_path / "b.json")])
     saved = json.loads((tmp_path / "b.json").read_text())
     assert [r["batch"] for r in saved["results"]] == [1, 3] == [r["batch"] for r in report["results"]]
     assert saved["results"][1]["feature_shape"] == [3, ARCH.tokens_per_image, ARCH.text_hidden]

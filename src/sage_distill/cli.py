@@ -80,7 +80,7 @@ def data_export(dataset: Annotated[str, Opt("--dataset")], split: Annotated[str,
 def baseline(challenges: Annotated[Path, Opt("--challenges")], out: Annotated[Path, Opt("--out")],
              method: Annotated[str, Opt("--method", help="copy | background")] = "copy") -> None:
     """Write a trivial predictor's submission for a challenges file."""
-    from .arc import commands
+    from .evaluation import commands
 
     commands.baseline(challenges, out, method)
 
@@ -90,7 +90,7 @@ def score(predictions: Annotated[Path, Opt("--predictions")], solutions: Annotat
           challenges: Annotated[Path | None, Opt("--challenges", help="Also score the baselines.")] = None,
           as_json: Annotated[bool, Opt("--json")] = False) -> None:
     """pass@2 (official), pass@1, strict@2 and diagnostics, beside the baselines when challenges are given."""
-    from .arc import commands
+    from .evaluation import commands
 
     commands.score(predictions, solutions, challenges, as_json)
 
@@ -105,7 +105,7 @@ def render(out: Annotated[Path, Opt("--out", help="PNG file to write.")],
            solutions: Annotated[Path | None, Opt("--solutions")] = None,
            cell_size: Annotated[int, Opt("--cell-size", min=2)] = 16) -> None:
     """Draw a task (pairs, test inputs, solutions, attempts with wrong cells crossed) to PNG."""
-    from .arc import commands
+    from .evaluation import commands
 
     commands.render_command(dataset, split, file, task, predictions, solutions, cell_size, out)
 

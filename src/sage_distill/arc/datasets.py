@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from ..errors import ArcDataError, check_task_id
+from ..utils.io import read_json
 from .task import Task
 from .validate import parse_grid, parse_task
 
@@ -34,22 +34,6 @@ SHIPPED: dict[str, ShippedDataset] = {
 SPLITS = {"training": "train", "evaluation": "eval"}
 
 
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArcDataError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ArcDataError(f"cannot read: {e}", file=str(path)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ArcDataError(f"not valid JSON: {e}", file=str(path)) from None
-    except RecursionError:
-        raise ArcDataError("not valid JSON: nested too deeply", file=str(path)) from None
-
-
 def _shipped_json(name: str) -> tuple[str, dict]:
     if name not in SHIPPED:
         raise ArcDataError(f"unknown dataset '{name}'; choose one of {', '.join(SHIPPED)}")
@@ -66,25 +50,16 @@ def load_dataset(name: str, split: str) -> list[Task]:
     return [parse_task(tasks[tid], tid, file=file) for tid in sorted(tasks)]
 
 
-def load_task_dir(directory: str | Path) -> list[Task]:
-    """A directory of <task_id>.json files (the ARC repository layout)."""
-    directory = Path(directory)
-    files = sorted(directory.glob("*.json"))
-    if not files:
-        raise ArcDataError("no .json task files", file=str(directory))
-    return [load_task_file(f) for f in files]
-
-
 def load_task_file(path: str | Path) -> Task:
     path = Path(path)
-    return parse_task(read_json(path), path.stem, file=str(path))
+    return parse_task(read_json(path, ArcDataError), path.stem, file=str(path))
 
 
 def load_challenges(challenges: str | Path, solutions: str | Path | None = None) -> list[Task]:
     """ARC Prize layout. Any test outputs inside the challenges file are dropped: predictors must
     never see them. With `solutions`, answers are attached from that file alone."""
     challenges = Path(challenges)
-    data = read_json(challenges)
+    data = read_json(challenges, ArcDataError)
     if not isinstance(data, dict):
         raise ArcDataError(f"top level must be an object of task_id -> task, got {type(data).__name__}",
                            file=str(challenges))
@@ -109,7 +84,7 @@ def load_challenges(challenges: str | Path, solutions: str | Path | None = None)
 
 def load_solutions(path: str | Path) -> dict[str, list]:
     path = Path(path)
-    data = read_json(path)
+    data = read_json(path, ArcDataError)
     if not isinstance(data, dict):
         raise ArcDataError(f"top level must be an object of task_id -> [grid, ...], got {type(data).__name__}",
                            file=str(path))
@@ -145,7 +120,7 @@ def scan_path(path: str | Path) -> tuple[list[Task], list[ArcDataError]]:
             problems += errs
         return tasks, problems
     try:
-        data = read_json(path)
+        data = read_json(path, ArcDataError)
     except ArcDataError as e:
         return [], [e]
     if not isinstance(data, dict):
@@ -176,19 +151,3 @@ def find_duplicate_ids(groups: Iterable[tuple[str, list[Task]]]) -> list[ArcData
             else:
                 seen[t.id] = file
     return problems
-
-
-def check_unique_ids(groups: Iterable[tuple[str, list[Task]]]) -> None:
-    """Refuse the same task id coming from two files."""
-    problems = find_duplicate_ids(groups)
-    if problems:
-        raise problems[0]
-
-
-def load_source(dataset: str | None = None, split: str | None = None, path: str | Path | None = None,
-                ) -> list[Task]:
-    if dataset:
-        return load_dataset(dataset, split or "evaluation")
-    if path:
-        return load_path(path)
-    raise ArcDataError("give a dataset name or a path")

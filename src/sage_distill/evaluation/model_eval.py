@@ -15,8 +15,9 @@ from ..arc.datasets import load_challenges
 from ..arc.export import export_split
 from ..arc.render import save_task_png
 from ..student.checkpoint import load_model
+from ..utils.device import check_device
 from ..utils.io import atomic_write_json
-from .predict import PredictConfig, check_device, predict_file, summary_line
+from .predict import PredictConfig, predict_file, summary_line
 from .scoring import evaluate_files, format_table
 from .submission import load_predictions
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..arc.validate import parse_grid
 from ..errors import ArcDataError, PredictionError, check_task_id
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, read_json
 
 ATTEMPTS = ("attempt_1", "attempt_2")
 
@@ -61,13 +61,7 @@ def _parse_entry(entry: Any, where: str, tid: str, index: int) -> dict[str, np.n
 
 
 def load_predictions(path: str | Path) -> Submission:
-    from ..arc.datasets import read_json
-
-    try:
-        obj = read_json(path)
-    except ArcDataError as e:
-        raise PredictionError(str(e)) from None
-    return parse_predictions(obj, file=str(path))
+    return parse_predictions(read_json(path, PredictionError), file=str(path))
 
 
 def to_json(submission: dict) -> dict[str, list[dict[str, list]]]:

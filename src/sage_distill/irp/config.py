@@ -104,6 +104,10 @@ class RunConfig(_Strict):
     threads: int | None = Field(None, ge=1, le=1024)  # torch CPU threads (null: torch's default)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     memory: str = Field("memory.sqlite", min_length=1)  # relative paths are inside --out
+    # ARC Prize solutions of the challenges (relative to where you run). When set, each task's answers
+    # are scored (pass@2) right after its cycle: the late ground truth of `Orchestrator.feedback`, which
+    # moves each solver's trust at `orchestrator.trust.rate_truth` and records the outcome in memory.
+    solutions: str | None = Field(None, min_length=1)
     orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)

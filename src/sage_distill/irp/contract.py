@@ -45,7 +45,8 @@ class Plugin(Protocol):
     """Required part of the contract. Optional extras, detected with `hasattr`:
 
     - `project(state) -> state`: apply hard constraints after each step.
-    - `halt(history: Sequence[StepRecord]) -> HaltDecision`: replace the default halt rule.
+    - `halt(history: Sequence[StepRecord], state) -> HaltDecision`: replace the default halt rule; it sees
+      the state the last step produced, so a plugin keeps no per-run state of its own.
     - `answer(state) -> Answer | None`: for plugins whose output can become the cycle's answer.
     - `learn(experiences) -> dict`: for plugins that DREAM consolidation may fine-tune.
     - `relevance(x, ctx) -> float`: salience of this input for this plugin (default 1).

@@ -140,22 +140,3 @@ class Memory:
             self._matrix = np.concatenate([self._matrix, m]) if same else m
         return self._ids, self._matrix
 
-    def nearest(self, embedding: np.ndarray, k: int = 5, exclude_key: str | None = None) -> list[tuple[float, int]]:
-        """Up to k (cosine similarity, id) pairs, most similar first."""
-        ids, m = self.embeddings()
-        if len(ids) == 0:
-            return []
-        q = np.asarray(embedding, np.float32)
-        sims = m @ (q / (np.linalg.norm(q) + 1e-12))
-        order = np.argsort(-sims)
-        out: list[tuple[float, int]] = []
-        skip = set()
-        if exclude_key is not None:
-            skip = {r[0] for r in self.db.execute("SELECT id FROM experiences WHERE key = ?", (exclude_key,))}
-        for i in order:
-            if int(ids[i]) in skip:
-                continue
-            out.append((float(sims[i]), int(ids[i])))
-            if len(out) == k:
-                break
-        return out

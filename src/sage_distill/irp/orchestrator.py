@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .atp import CycleLedger
 from .config import OrchestratorSettings
 from .contract import Answer, Plugin, RefineTrace, optional
@@ -26,7 +24,7 @@ from .memory import Memory
 from .metabolic import Metabolism, State
 from .refine import Clock, HaltRule
 from .rounds import ledger_json, run_plugins
-from .salience import Snarc, input_salience, surprise
+from .salience import Snarc, input_salience, novelty, surprise
 from .trace import TraceWriter
 from .trust import TrustBook
 
@@ -166,8 +164,7 @@ class Orchestrator:
         return states
 
     def _novelty(self, ctx: dict[str, Any]) -> float:
-        sims = ctx.get("neighbour_similarity")
-        return float(np.clip((1.0 - max(sims)) / 2.0, 0.0, 1.0)) if sims else 1.0
+        return novelty(ctx.get("neighbour_similarity"))
 
     def _solve(self, res: CycleResult, x: Any, ctx: dict[str, Any], key: str | None, budget: float,
                ledgers: dict[str, dict[str, Any]], rec: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """`refine`: loop step, project, energy until halted, with telemetry.
 
-Halt rule by default (a plugin's own `halt(history)` replaces the first two; the budget always holds):
+Halt rule by default (a plugin's own `halt(history, state)` replaces the first two; the budget always holds):
 - converged: |energy change| < eps for `converge_k` consecutive steps (a stall);
 - diverging: energy rose by more than eps for `patience` consecutive steps;
 - budget: the step cap or the ATP account is spent.
@@ -133,7 +133,7 @@ class Refiner:
         self._last_ms, self.state = ms, state
         if energy <= self.best_energy:
             self.best_state, self.best_energy, self.trace.best_step = state, energy, len(self.trace.steps)
-        decision = self._halt(self.trace.steps) if self._halt else self.rule(self.trace.steps)
+        decision = self._halt(self.trace.steps, state) if self._halt else self.rule(self.trace.steps)
         if decision.halt:
             return self._stop(decision.reason or "plugin halt")
         if len(self.trace.steps) >= self.budget.max_steps:

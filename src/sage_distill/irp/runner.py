@@ -3,6 +3,9 @@
 Writes into --out: predictions.json (ARC Prize format), trace.jsonl, summary.json and summary.txt
 (per plugin: ATP, steps, trust; cycles in each metabolic state), memory.sqlite, and WAV files when
 speech is on. Idle cycles can be inserted into the stream (config `stream`) so REST and DREAM occur.
+With config `solutions`, each task's truth is known to the runner: after the task's cycle every
+solver's answer is scored (pass@2) and fed back (`Orchestrator.feedback`: trust at `rate_truth`).
+The orchestrator itself only ever sees the task without its answers.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from tqdm import tqdm
 from ..arc.datasets import load_challenges
 from ..arc.task import Task
 from ..errors import ConfigError, check_output_dir
-from ..evaluation.submission import write_predictions
+from ..evaluation.scoring import score_submission
+from ..evaluation.submission import parse_predictions, write_predictions
 from ..student.modeling_sage import SageModel
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.loading import load_sage_model
@@ -89,12 +93,19 @@ def run_stream(rt: Runtime, tasks: list[Task], cfg: RunConfig,
             if res.answer is None:  # no solver ran (e.g. budget exhausted): the copy-input answer, as predict
                 res.answer = [{"attempt_1": g.tolist(), "attempt_2": g.tolist()} for g in task.test_inputs]
             predictions[task.id] = res.answer
+            if task.has_answers and res.chosen is not None:  # the truth is known: late feedback
+                rt.orchestrator.feedback(task.id, lambda value, t=task: pass_at_2(value, t))
             if cfg.stream.idle_every and i % cfg.stream.idle_every == 0:
                 for _ in range(cfg.stream.idle_cycles):
                     spent += rt.orchestrator.cycle(None).spent
             bar.set_postfix(atp=f"{spent:.0f}", state=res.state.value, refresh=False)
             bar.update(1)
     return predictions
+
+
+def pass_at_2(answer: list[dict[str, Any]], task: Task) -> float:
+    """The official pass@2 of one task's answer (share of its test inputs right in either attempt)."""
+    return score_submission(parse_predictions({task.id: answer}), {task.id: list(task.test_outputs)})["pass@2"]
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -130,7 +141,7 @@ def check_run(config: Path | None, challenges: Path, out: Path, model_dir: Path 
         raise ConfigError(f"{out / mem} is a directory; give a file", file=config, where="memory")
     if (out / "trace.jsonl").is_dir() or (out / "predictions.json").is_dir():
         raise ConfigError(f"{out} holds a directory where an output file goes", file="--out")
-    tasks = load_challenges(challenges)
+    tasks = load_challenges(challenges, cfg.solutions)  # with solutions: answers attached, for feedback only
     if not tasks:
         raise ConfigError("no tasks in the challenges file", file=challenges)
     return cfg, folder, tasks[:limit] if limit else tasks

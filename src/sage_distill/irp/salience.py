@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,12 +35,12 @@ class Snarc:
         return {k: round(v, 6) for k, v in asdict(self).items()}
 
 
-def novelty(embedding: np.ndarray, stored: np.ndarray) -> float:
-    """Cosine distance to the nearest row of `stored` [N, D], mapped to [0, 1]."""
-    if len(stored) == 0:
+def novelty(similarities: Sequence[float] | None) -> float:
+    """Cosine distance to the nearest stored embedding, mapped to [0, 1], from the cosine similarities of
+    the nearest memories (memory retrieval's `neighbour_similarity`); 1 when there are none."""
+    if not similarities:
         return 1.0
-    sims = stored @ embedding / (np.linalg.norm(stored, axis=1) * np.linalg.norm(embedding) + 1e-12)
-    return float(np.clip((1.0 - sims.max()) / 2.0, 0.0, 1.0))
+    return float(np.clip((1.0 - max(similarities)) / 2.0, 0.0, 1.0))
 
 
 def surprise(energy: float, correct: bool | None = None) -> float:

@@ -17,10 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SageError
-from ..teachers.control import MetaWorldExpert
 from ..utils.io import atomic_write_json
 from .datasets import LeRobotWriter
 from .envs import ACTION_DIM, CAMERA, PROPRIO_DIM, STATE_DIM, EnvPool, Variant
+from .teacher import MetaWorldExpert
 
 log = logging.getLogger(__name__)
 FPS = 80  # Meta-World: 5 frames of 2.5 ms per control step

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arc.augment import Augmentation
+from ..arc.task import MAX_SIZE
 from .configuration_sage import END, IO_SEP, NEWLINE, START
 
-MAX_SIZE = 30
 MAX_OUTPUT_TOKENS = MAX_SIZE * (MAX_SIZE + 1) + 1  # 30 rows of 30 cells + newline, then <end>
 
 

@@ -88,12 +88,6 @@ def teacher_inputs(task: Task, context: ContextMode = "none", max_context: int =
     return out
 
 
-def prompt_text(n_images: int, instruction: str = INSTRUCTION) -> str:
-    """The Qwen chat-template prompt with images first, then the instruction (placeholders as text)."""
-    images = "".join("<img><IMG_CONTEXT></img>\n" for _ in range(n_images))
-    return f"<|im_start|>user\n{images}{instruction}<|im_end|>\n<|im_start|>assistant\n"
-
-
 def to_canvas(grid: np.ndarray) -> np.ndarray:
     canvas = np.full((MAX_SIZE, MAX_SIZE), OUTSIDE, dtype=np.int64)
     canvas[: grid.shape[0], : grid.shape[1]] = grid

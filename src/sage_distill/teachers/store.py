@@ -14,7 +14,6 @@ the shard is on disk, and a listed shard is trusted only if its checksum still m
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from ..errors import ArcDataError, check_task_id
-from ..utils.io import atomic_save_safetensors, atomic_write_json
+from ..utils.io import atomic_save_safetensors, atomic_write_json, read_json
 from .base import TeacherError
 
 FORMAT = "sage-feature-store/1"
@@ -150,10 +149,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise TeacherError("not a directory: a feature store is a folder", file=folder)
     if not path.is_file():
         raise TeacherError("not a feature store (no manifest.json)", file=folder)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise TeacherError(f"corrupt manifest: {e}", file=path) from None
+    manifest = read_json(path, TeacherError)
     if not isinstance(manifest, dict):
         raise TeacherError(f"must be a JSON object, got {type(manifest).__name__}", file=path)
     if manifest.get("format") != FORMAT:

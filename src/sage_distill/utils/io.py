@@ -1,4 +1,4 @@
-"""Atomic file writes: write a temp file beside the target, fsync, then rename.
+"""File helpers: the one JSON reader, and atomic writes (a temp file beside the target, fsync, rename).
 
 A kill at any moment leaves either the old file or the new one, never half of either."""
 
@@ -9,6 +9,25 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from ..errors import SageError
+
+
+def read_json(path: str | Path, error: type[SageError] = SageError) -> Any:
+    """The parsed JSON of a file; a missing, unreadable or malformed file raises `error` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"cannot read: {e}", file=str(path)) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"not valid JSON: {e}", file=str(path)) from None
+    except RecursionError:
+        raise error("not valid JSON: nested too deeply", file=str(path)) from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

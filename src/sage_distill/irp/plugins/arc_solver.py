@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...arc.augment import Augmentation
+from ...arc.augment import IDENTITY, Augmentation
 from ...arc.task import Task
 from ...arc.validate import parse_task
 from ...student.generate import Job, Tally, _key, generate, view_augmentations
@@ -56,6 +56,7 @@ class ArcState:
     adapt_left: int = 0  # adaptation steps still to take before decoding
     energy: float = 1.0
     last: dict[str, Any] = field(default_factory=dict)  # what the last step did, for the trace and tests
+    step_views: int = 1  # views per test input per decoding step, sized to the run's allocation
 
     @property
     def remaining(self) -> int:
@@ -87,12 +88,10 @@ class ArcSolver:
         self.adapt_steps, self.adapt_steps_per_call, self.adapt_lr = adapt_steps, adapt_steps_per_call, adapt_lr
         self.dream_steps = dream_steps
         self.adapted: dict[str, int] = {}  # fingerprint -> adaptation steps taken (run and DREAM)
-        self._last: ArcState | None = None  # for `halt`, which sees only the history
         # Measured costs, for the orchestrator's refusal check: ms per (job x expected output token)
         # of decoding, and ms per adaptation step.
         self.ms_per_token: float | None = None
         self.ms_per_adapt_step: float | None = None
-        self._step_views: dict[str, int] = {}  # fingerprint -> views per step sized to its allocation
 
     # ------------------------------------------------------------------ rows
 
@@ -121,11 +120,8 @@ class ArcSolver:
         fp = fingerprint(x)
         row = self.row_for(x, fp)
         left = 0 if fp in self.known else max(0, self.adapt_steps - self.adapted.get(fp, 0))
-        s = ArcState(x, fp, row, view_augmentations(fp, self.max_views), [Tally.empty() for _ in x.test_inputs],
-                     adapt_left=left)
-        self._step_views[fp] = self.views_for(x, ctx.get("allocation_atp"))
-        self._last = s
-        return s
+        return ArcState(x, fp, row, view_augmentations(fp, self.max_views), [Tally.empty() for _ in x.test_inputs],
+                        adapt_left=left, step_views=self.views_for(x, ctx.get("allocation_atp")))
 
     def views_for(self, task: Task, allocation_atp: float | None) -> int:
         """Views per step: `views_per_step`, fewer when the measured decoding cost (1 ATP = 1 ms) of that
@@ -136,7 +132,7 @@ class ArcSolver:
         return max(1, min(self.views_per_step, int(0.1 * allocation_atp / max(per_view, 1e-9))))
 
     def _step_jobs(self, s: ArcState) -> list[tuple[int, Job]]:
-        views = s.views[s.decoded:s.decoded + self._step_views.get(s.fingerprint, self.views_per_step)]
+        views = s.views[s.decoded:s.decoded + s.step_views]
         return [(i, Job(g, a, s.row)) for i, g in enumerate(s.task.test_inputs) for a in views]
 
     def step(self, s: ArcState) -> ArcState:
@@ -144,8 +140,7 @@ class ArcSolver:
         if s.adapt_left > 0:
             report = self._adapt(s.task, s.fingerprint, min(self.adapt_steps_per_call, s.adapt_left))
             n = s.adapt_left - max(report["steps"], 1)
-            out = ArcState(s.task, s.fingerprint, s.row, s.views, s.tallies, s.decoded, max(n, 0), s.energy,
-                           {"adapt": report})
+            out = replace(s, adapt_left=max(n, 0), last={"adapt": report})
         else:
             jobs = self._step_jobs(s)
             with torch.inference_mode():
@@ -154,12 +149,10 @@ class ArcSolver:
                 s.tallies[i].add([c], s.task.test_inputs[i])
             decoded = s.decoded + len(jobs) // max(len(s.task.test_inputs), 1)
             energy = float(np.mean([1.0 - t.leader_share() for t in s.tallies]))
-            out = ArcState(s.task, s.fingerprint, s.row, s.views, s.tallies, decoded, 0, energy,
-                           {"views": len(jobs)})
+            out = replace(s, decoded=decoded, adapt_left=0, energy=energy, last={"views": len(jobs)})
             tokens = sum(expected_output_tokens(s.task, j.grid) for _, j in jobs)
             measured = (time.perf_counter() - t0) * 1000.0 / max(tokens, 1)
             self.ms_per_token = measured if self.ms_per_token is None else 0.5 * (self.ms_per_token + measured)
-        self._last = out
         return out
 
     def energy(self, s: ArcState) -> float:
@@ -177,8 +170,8 @@ class ArcSolver:
             return "confident"
         return None
 
-    def halt(self, history: History) -> HaltDecision:
-        reason = self.halt_reason(self._last) if self._last is not None else None
+    def halt(self, history: History, s: ArcState) -> HaltDecision:
+        reason = self.halt_reason(s)
         return HaltDecision(reason is not None, reason or "")
 
     def steps_needed(self) -> int:
@@ -244,7 +237,7 @@ def demonstration_loss(model: SageModel, task: Task, row: int) -> float:
     device = next(model.parameters()).device
     losses = []
     for p in task.train:
-        enc = encode_pair(p.input, p.output, Augmentation(0, tuple(range(10))))
+        enc = encode_pair(p.input, p.output, IDENTITY)
         n = len(enc.tokens)
         tokens = torch.from_numpy(enc.tokens)[None].to(device)
         pos = torch.from_numpy(enc.pos)[None].to(device)

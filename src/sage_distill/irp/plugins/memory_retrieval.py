@@ -1,9 +1,10 @@
 """Memory retrieval: find stored experiences similar to the input, as context.
 
 An anytime search: each step scans the next `chunk` stored embeddings and keeps the k most similar.
-Energy = 1 - mean cosine similarity of the current top k (1 when nothing is found yet), so it only
-falls, and the search stops when the store is exhausted or its ATP runs out. It needs the input's
-embedding in the context (the vision plugin puts it there)."""
+Energy = (1 - mean cosine similarity of the top k) / 2, empty slots counted as similarity -1 (so 1 when
+nothing is found yet): a found neighbour can only raise the mean, so the energy only falls and the
+refiner's lowest-energy state is the latest. The search stops when the store is exhausted or its ATP
+runs out. It needs the input's embedding in the context (the vision plugin puts it there)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ class RetrievalState:
     scanned: int = 0
     total: int = 0
     top: list[tuple[float, int]] = field(default_factory=list)  # (similarity, experience id)
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # the store's, at init
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32), repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.query is None or self.scanned >= self.total
 
 
 class MemoryRetrieval:
@@ -30,31 +37,29 @@ class MemoryRetrieval:
 
     def __init__(self, memory: Memory, k: int = 5, chunk: int = 256) -> None:
         self.memory, self.k, self.chunk = memory, k, chunk
-        self._ids, self._m = np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        self._done = False  # for `halt`, which sees only the history
 
     def init_state(self, x: Any, ctx: dict[str, Any]) -> RetrievalState:
         q = ctx.get("embedding")
-        self._ids, self._m = self.memory.embeddings()
-        self._done = q is None or len(self._ids) == 0 or self._m.shape[1] != len(q)
-        if self._done:
+        ids, matrix = self.memory.embeddings()
+        if q is None or len(ids) == 0 or matrix.shape[1] != len(q):
             return RetrievalState(None)
-        return RetrievalState(np.asarray(q, np.float32) / (np.linalg.norm(q) + 1e-12), total=len(self._ids))
+        return RetrievalState(np.asarray(q, np.float32) / (np.linalg.norm(q) + 1e-12), total=len(ids), ids=ids,
+                              matrix=matrix)
 
     def step(self, s: RetrievalState) -> RetrievalState:
         if s.query is None:
             return RetrievalState(None)
         hi = min(s.scanned + self.chunk, s.total)
-        sims = self._m[s.scanned:hi] @ s.query
-        found = s.top + [(float(v), int(i)) for v, i in zip(sims, self._ids[s.scanned:hi], strict=True)]
-        self._done = hi >= s.total
-        return RetrievalState(s.query, hi, s.total, sorted(found, key=lambda t: -t[0])[: self.k])
+        sims = s.matrix[s.scanned:hi] @ s.query
+        found = s.top + [(float(v), int(i)) for v, i in zip(sims, s.ids[s.scanned:hi], strict=True)]
+        return RetrievalState(s.query, hi, s.total, sorted(found, key=lambda t: -t[0])[: self.k], s.ids, s.matrix)
 
     def energy(self, s: RetrievalState) -> float:
-        return 1.0 - float(np.mean([t[0] for t in s.top])) if s.top else 1.0
+        sims = [t[0] for t in s.top] + [-1.0] * (self.k - len(s.top))
+        return (1.0 - float(np.mean(sims))) / 2.0
 
-    def halt(self, history: History) -> HaltDecision:
-        return HaltDecision(True, "store scanned") if self._done else HaltDecision(False)
+    def halt(self, history: History, s: RetrievalState) -> HaltDecision:
+        return HaltDecision(True, "store scanned") if s.done else HaltDecision(False)
 
     def context(self, s: RetrievalState) -> dict[str, Any]:
         if not s.top:

@@ -57,5 +57,5 @@ class Speech:
     def energy(self, s: SpeechState) -> float:
         return 0.0 if s.done and s.path.is_file() and s.path.stat().st_size > 44 else 1.0  # 44 = WAV header
 
-    def halt(self, history: History) -> HaltDecision:
-        return HaltDecision(True, "spoken") if history and history[-1].energy == 0.0 else HaltDecision(False)
+    def halt(self, history: History, s: SpeechState) -> HaltDecision:
+        return HaltDecision(True, "spoken") if self.energy(s) == 0.0 else HaltDecision(False)

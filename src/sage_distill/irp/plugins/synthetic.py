@@ -93,7 +93,7 @@ class ScriptedPerception:
     def energy(self, s: ScriptState) -> float:
         return 1.0 - s.k
 
-    def halt(self, history: Any) -> Any:
+    def halt(self, history: Any, state: ScriptState) -> Any:
         from ..contract import HaltDecision
 
         return HaltDecision(True, "done")

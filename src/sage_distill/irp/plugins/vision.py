@@ -16,13 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...arc.augment import Augmentation
+from ...arc.augment import IDENTITY
 from ...arc.task import Task
 from ...student.modeling_sage import SageModel, document_mask
 from ...student.sequences import encode_pair
 from ..contract import HaltDecision, History
-
-IDENTITY = Augmentation(0, tuple(range(10)))
 
 
 @dataclass
@@ -40,7 +38,6 @@ class Vision:
     def __init__(self, model: SageModel, eps: float = 0.02) -> None:
         self.model, self.eps = model, eps
         self.device = next(model.parameters()).device
-        self._left = 0  # pairs not yet folded in, for `halt` (which sees only the history)
 
     @torch.inference_mode()
     def embed_pair(self, inp: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -64,7 +61,6 @@ class Vision:
         return np.concatenate([a, b - a])
 
     def init_state(self, x: Task, ctx: dict[str, Any]) -> VisionState:
-        self._left = len(x.train)
         return VisionState(x)
 
     def step(self, s: VisionState) -> VisionState:
@@ -72,14 +68,13 @@ class Vision:
         e = self.embed_pair(p.input, p.output)
         mean = e if s.mean is None else s.mean + (e - s.mean) / (s.k + 1)
         change = 1.0 if s.mean is None else float(np.linalg.norm(mean - s.mean) / (np.linalg.norm(mean) + 1e-12))
-        self._left = len(s.task.train) - s.k - 1
         return VisionState(s.task, s.k + 1, mean, change)
 
     def energy(self, s: VisionState) -> float:
         return s.change
 
-    def halt(self, history: History) -> HaltDecision:
-        if self._left <= 0:
+    def halt(self, history: History, s: VisionState) -> HaltDecision:
+        if s.k >= len(s.task.train):
             return HaltDecision(True, "all pairs seen")
         if len(history) >= 2 and history[-1].energy < self.eps:
             return HaltDecision(True, "converged")

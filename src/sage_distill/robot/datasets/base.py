@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,15 +39,6 @@ class Episode:
     length: int
     tasks: list[str]
     extra: dict = field(default_factory=dict)  # writer-given metadata, e.g. {"task_name": "push-v3", "seed": 3}
-
-
-def read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise DatasetError("file is missing", file=path)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"not valid JSON ({e})", file=path) from None
 
 
 def read_jsonl(path: Path) -> list[dict]:

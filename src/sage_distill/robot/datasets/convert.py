@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...utils.io import atomic_write_json
-from .base import BOOKKEEPING, TOL_S, DatasetError, read_json
+from ...utils.io import atomic_write_json, read_json
+from .base import BOOKKEEPING, TOL_S, DatasetError
 from .reader import LeRobotDataset, open_dataset
 from .writer import LeRobotWriter
 
@@ -23,7 +23,7 @@ def convert(src: str | Path, out: str | Path, *, fix: bool = True) -> LeRobotDat
     if out.exists() and not out.is_dir():
         raise DatasetError("exists and is not a directory", file=out)
     if out.is_dir() and any(out.iterdir()):
-        mark = read_json(out / MARKER) if (out / MARKER).is_file() else None
+        mark = read_json(out / MARKER, DatasetError) if (out / MARKER).is_file() else None
         if not isinstance(mark, dict) or mark.get("source") != source:
             raise DatasetError(f"exists, is not empty and is not a conversion of {source}; give a new folder",
                                file=out)

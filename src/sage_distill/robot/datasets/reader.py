@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .base import TOL_S, DatasetError, Episode, column_to_numpy, read_json, read_parquet
+from ...utils.io import read_json
+from .base import TOL_S, DatasetError, Episode, column_to_numpy, read_parquet
 from .checks import Checker
 from .layouts import EpisodeFiles, load_v2, load_v3
 from .video import decode_frames
@@ -123,7 +124,7 @@ def open_dataset(root: str | Path, fix: bool = True) -> LeRobotDataset:
     if not root.is_dir():
         raise DatasetError("not a directory", file=root)
     info_path = root / "meta" / "info.json"
-    info = read_json(info_path)
+    info = read_json(info_path, DatasetError)
     if not isinstance(info, dict):
         raise DatasetError("expected a JSON object", file=info_path)
     version = info.get("codebase_version")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ...utils.io import atomic_write_bytes, atomic_write_json
+from ...utils.io import atomic_write_bytes, atomic_write_json, read_json
 from .base import (
     BOOKKEEPING,
     BOOKKEEPING_FEATURES,
@@ -23,7 +23,6 @@ from .base import (
     DatasetError,
     Episode,
     numpy_to_column,
-    read_json,
     read_parquet,
     table_bytes,
 )
@@ -121,7 +120,7 @@ class LeRobotWriter:
         """Load what a previous run committed; check it was written with the same settings."""
         info_path = self.root / "meta" / "info.json"
         if info_path.is_file():
-            info = read_json(info_path)
+            info = read_json(info_path, DatasetError)
             if info.get("codebase_version") != "v3.0":
                 raise DatasetError(f"is {info.get('codebase_version')!r}; can only continue a v3.0 dataset",
                                    file=info_path, where="codebase_version")

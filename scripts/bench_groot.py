@@ -1,7 +1,7 @@
 """Extraction throughput of the GR00T N1.5 backbone (random weights, full-size architecture).
 
-    python -m sage_distill.teachers.bench_groot --batch-sizes 1 32 256 --out bench.json
-    python -m sage_distill.teachers.bench_groot --tiny --batch-sizes 1 4 --out /tmp/b.json   # CPU smoke
+    python scripts/bench_groot.py --batch-sizes 1 32 256 --out bench.json
+    python scripts/bench_groot.py --tiny --batch-sizes 1 4 --out /tmp/b.json   # CPU smoke
 
 Needs only torch and transformers: no checkpoint, no tokenizer (prompt ids are built from the known
 special-token ids, with stand-in ids for the instruction's words, which changes no shape). Times the
@@ -19,8 +19,8 @@ import time
 import torch
 import transformers
 
-from ..utils.io import atomic_write_json
-from .groot import GrootArch, GrootBackbone, GrootTeacher, placeholder_text_ids, prompt_ids
+from sage_distill.teachers.groot import GrootArch, GrootBackbone, GrootTeacher, placeholder_text_ids, prompt_ids
+from sage_distill.utils.io import atomic_write_json
 
 
 def matmul_flops_per_image(arch: GrootArch, seq_len: int) -> float:

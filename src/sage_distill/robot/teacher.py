@@ -43,7 +43,7 @@ class MetaWorldExpert:
         return self._policies[task]
 
     def act(self, observations: list[dict[str, np.ndarray]], tasks: list[str] | None = None) -> np.ndarray:
-        from ..robot.envs import all_tasks
+        from .envs import all_tasks
 
         names = tasks or [all_tasks()[int(o["task_index"])] for o in observations]
         # The experts' gains can ask for more than the env accepts; clip to the range the env applies.

@@ -1,6 +1,6 @@
 """IRP measurements for docs/BENCHMARKS.md.
 
-    python -m sage_distill.irp.bench --model DIR --dataset arc1 --split evaluation --limit N --out FILE.json
+    python scripts/bench_irp.py --model DIR --dataset arc1 --split evaluation --limit N --out FILE.json
 
 1. Views saved at equal pass@2: the ARC solver plugin on each task, decoding `--views-per-step`
    views per IRP step up to `--max-views`. Greedy decoding of a fixed view order is deterministic,
@@ -31,23 +31,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..arc.datasets import load_dataset
-from ..arc.task import Task
-from ..evaluation.scoring import score_submission
-from ..evaluation.submission import parse_predictions
-from ..student.checkpoint import load_model
-from ..student.configuration_sage import SageConfig
-from ..student.modeling_sage import SageModel
-from ..training.data import fingerprint
-from ..utils.io import atomic_write_json
-from .config import OrchestratorSettings, RunConfig
-from .memory import Memory
-from .metabolic import State
-from .orchestrator import Orchestrator
-from .plugins.arc_solver import ArcSolver
-from .plugins.synthetic import ScriptedPerception, ScriptedPlugin
-from .runner import build_runtime, run_stream
-from .trace import TraceWriter
+from sage_distill.arc.datasets import load_dataset
+from sage_distill.arc.task import Task
+from sage_distill.evaluation.scoring import score_submission
+from sage_distill.evaluation.submission import parse_predictions
+from sage_distill.irp.config import OrchestratorSettings, RunConfig
+from sage_distill.irp.memory import Memory
+from sage_distill.irp.metabolic import State
+from sage_distill.irp.orchestrator import Orchestrator
+from sage_distill.irp.plugins.arc_solver import ArcSolver
+from sage_distill.irp.plugins.synthetic import ScriptedPerception, ScriptedPlugin
+from sage_distill.irp.runner import build_runtime, run_stream
+from sage_distill.irp.trace import TraceWriter
+from sage_distill.student.checkpoint import load_model
+from sage_distill.student.configuration_sage import SageConfig
+from sage_distill.student.modeling_sage import SageModel
+from sage_distill.training.data import fingerprint
+from sage_distill.utils.io import atomic_write_json
 
 
 def pass_at_2(predictions: dict[str, list[dict[str, Any]]], tasks: list[Task]) -> float:

@@ -1,7 +1,7 @@
 """Decoding throughput: greedy generation of one batch of augmented views on a random-weight model
 of a preset (the cost per step does not depend on the weights), with a profiler table.
 
-    python -m sage_distill.evaluation.bench_decode --preset large --batch 512 --device cuda
+    python scripts/bench_decode.py --preset large --batch 512 --device cuda
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 import numpy as np
 import torch
 
-from ..student import SageConfig, SageModel
-from ..student.generate import Job, generate, view_augmentations
+from sage_distill.student import SageConfig, SageModel
+from sage_distill.student.generate import Job, generate, view_augmentations
 
 
 def main() -> None:
