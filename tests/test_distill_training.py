@@ -57,6 +57,9 @@ def test_student_learns_from_the_teacher_through_the_product_trainer(teacher_dir
     assert last["task"] < first["task"] - 0.1  # the teacher alone teaches the task
     assert first["feature"] < 5  # normalised: cannot swamp the task loss
     assert any(r["on_policy"] > 0 for r in log[::2])  # generated rows scored on the steps that generate
+    # once the student has answered in grids, the last on-policy value is logged on every row after
+    first_valid = next(i for i, r in enumerate(log) if "on_policy_last" in r)
+    assert all(r["on_policy_last"] > 0 for r in log[first_valid:])
     # the teacher is untouched, and nothing of it is in the student's checkpoint; the projector is
     after = load_file(teacher_dir / "train_state" / "weights.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -10,11 +10,12 @@ import torch
 from transformers import SiglipVisionConfig, SiglipVisionModel, ViTConfig, ViTModel
 
 from sage_distill.arc import load_dataset
+from sage_distill.distill.sage_teacher import SageTeacher
 from sage_distill.errors import SageError
 from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.checkpoint import load_model, save_model
 from sage_distill.student.modeling_sage import document_mask
-from sage_distill.teachers import TeacherConfig, build_teacher, render_canvases, teacher_targets
+from sage_distill.teachers import build_teacher, render_canvases, teacher_targets
 from sage_distill.teachers.base import to_canvas
 from sage_distill.teachers.hf import HFTeacher
 from sage_distill.training.data import PackedRows, StepBatches, build_pairs
@@ -92,7 +93,7 @@ def packed_batch() -> dict[str, torch.Tensor]:
 
 def test_sage_teacher_gives_per_token_logits_and_hidden_states(sage_dir: tuple[SageModel, Path]) -> None:
     model, folder = sage_dir
-    teacher = build_teacher(TeacherConfig(kind="sage", weights=str(folder)))
+    teacher = SageTeacher(folder)
     batch = packed_batch()
     rows = teacher.task_rows(["fpB", "fpA"])  # the student's rows in another order: matched by fingerprint
     assert rows.tolist() == [1, 0]
@@ -119,7 +120,7 @@ def test_sage_teacher_gives_per_token_logits_and_hidden_states(sage_dir: tuple[S
 
 def test_sage_teacher_gives_unseen_tasks_its_mean_embedding(sage_dir: tuple[SageModel, Path]) -> None:
     model, folder = sage_dir
-    teacher = build_teacher({"kind": "sage", "weights": str(folder)})
+    teacher = SageTeacher(folder)
     rows = teacher.task_rows(["fpA", "never seen"])
     assert rows.tolist() == [0, 2]
     tasks = teacher.model.tasks
@@ -133,8 +134,8 @@ def test_sage_teacher_gives_unseen_tasks_its_mean_embedding(sage_dir: tuple[Sage
 def test_sage_teacher_in_bfloat16(sage_dir: tuple[SageModel, Path]) -> None:
     _, folder = sage_dir
     batch = packed_batch()
-    full = build_teacher({"kind": "sage", "weights": str(folder)})
-    half = build_teacher({"kind": "sage", "weights": str(folder), "dtype": "bfloat16"})
+    full = SageTeacher(folder)
+    half = SageTeacher(folder, dtype=torch.bfloat16)
     a = full.targets(batch, full.task_rows(["fpA", "fpB"]))["logits"]
     b = half.targets(batch, half.task_rows(["fpA", "fpB"]))["logits"]
     assert b.dtype == torch.float32 and (a - b).abs().max() < 0.1
@@ -156,9 +157,9 @@ def test_config_errors_are_clear(sage_dir: tuple[SageModel, Path], tmp_path: Pat
         build_teacher({"kind": "groot", "weights": str(tmp_path)})
     with pytest.raises(SageError, match="KxK"):
         build_teacher({"kind": "hf", "weights": str(tmp_path), "pool": "big"})
-    with pytest.raises(SageError, match="final hidden states"):
-        build_teacher({"kind": "sage", "weights": str(sage_dir[1]), "layer": 1})
+    with pytest.raises(SageError, match="kind"):
+        build_teacher({"kind": "sage", "weights": str(sage_dir[1])})  # the SAGE teacher is distillation's
     with pytest.raises(SageError, match="not a SAGE model folder"):
-        build_teacher({"kind": "sage", "weights": str(tmp_path)})
+        SageTeacher(tmp_path)
     with pytest.raises(SageError, match="does not read grids"):
-        teacher_targets(build_teacher({"kind": "sage", "weights": str(sage_dir[1])}), [np.zeros((2, 2))])
+        teacher_targets(SageTeacher(sage_dir[1]), [np.zeros((2, 2))])

@@ -23,9 +23,9 @@ from ..arc.task import Task
 from ..errors import ConfigError, check_output_dir
 from ..evaluation.scoring import score_submission
 from ..evaluation.submission import parse_predictions, write_predictions
+from ..student.checkpoint import load_sage_model
 from ..student.modeling_sage import SageModel
 from ..utils.io import atomic_write_json, atomic_write_text
-from ..utils.loading import load_sage_model
 from .config import RunConfig
 from .contract import Plugin
 from .memory import Memory

@@ -13,7 +13,7 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..errors import SageError
+from ..errors import ConfigError, SageError
 from ..utils.io import atomic_save_safetensors, atomic_write_json
 from .configuration_sage import SageConfig
 from .modeling_sage import SageModel
@@ -101,3 +101,18 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     if len(fingerprints) != cfg.num_tasks:
         raise SageError(f"{folder / 'tasks.json'}: {len(fingerprints)} fingerprints for {cfg.num_tasks} task rows")
     return model.to(device).eval(), fingerprints
+
+
+def load_sage_model(folder: str | Path, device: str, option: str = "--model") -> tuple[SageModel, list[str]]:
+    """`load_model` for the commands that only read a folder (run, a teacher): a missing, truncated or
+    corrupt folder becomes one ConfigError that names it, never a traceback."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder: give a SAGE model folder", file=option)
+    try:
+        return load_model(folder, device)
+    except SageError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise ConfigError(f"cannot load the model (truncated or corrupt file?): {msg}", file=folder) from None

@@ -1,6 +1,6 @@
 """Teachers: grid teachers behind one protocol (`Teacher.encode`: the GR00T N1.5 backbone, any local
-Hugging Face vision model) with leak-free inputs and an on-disk feature store, and a trained SAGE
-model as an online teacher of per-token logits and hidden states (`SageTeacher.targets`)."""
+Hugging Face vision model) with leak-free inputs and an on-disk feature store. A trained SAGE model as
+an online teacher of per-token logits and hidden states is `distill.sage_teacher.SageTeacher`."""
 
 from .base import (
     Teacher,

@@ -1,18 +1,17 @@
-"""Build a teacher from config, and compute a grid teacher's targets for a batch of grids (online
-distillation). The SAGE teacher works on packed training batches instead: `SageTeacher.targets`."""
+"""Build a grid teacher (GR00T, any local Hugging Face vision model) from config, and compute its targets
+for a batch of grids. The SAGE teacher reads the student's packed training rows instead and lives with
+distillation (`distill.sage_teacher`), after the student model it runs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..utils.config import validation_error
 from .base import Teacher, TeacherError, parse_pool, pool_tokens, to_canvas
-
-if TYPE_CHECKING:
-    from .sage import SageTeacher
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -22,10 +21,10 @@ class TeacherConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["groot", "hf", "sage"]
-    weights: str  # a local folder: GR00T checkpoint, HF model, or SAGE model
+    kind: Literal["groot", "hf"]
+    weights: str  # a local folder: GR00T checkpoint or HF model
     tokenizer: str | None = None  # groot: a local Qwen3 tokenizer folder (required)
-    layer: int | None = None  # groot: LM layers run (1..12, default 12); hf: hidden_states index; sage: none
+    layer: int | None = None  # groot: LM layers run (1..12, default 12); hf: hidden_states index
     pool: str = "grid"  # groot, hf: none | grid | KxK
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] | None = None  # default: bf16 on GPU, fp32 on CPU
@@ -37,14 +36,19 @@ class TeacherConfig(BaseModel):
         return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
 
 
-def build_teacher(cfg: TeacherConfig | dict) -> Teacher | SageTeacher:
+def build_teacher(cfg: TeacherConfig | dict) -> Teacher:
     """A ready, frozen teacher on cfg.device. Raises TeacherError on bad weights or options."""
-    teacher = _build(cfg if isinstance(cfg, TeacherConfig) else TeacherConfig.model_validate(cfg))
+    if not isinstance(cfg, TeacherConfig):
+        try:
+            cfg = TeacherConfig.model_validate(cfg)
+        except ValidationError as e:
+            raise validation_error(e, "teacher") from None
+    teacher = _build(cfg)
     teacher.model.requires_grad_(False)  # frozen even if its parameters end up near an optimiser
     return teacher
 
 
-def _build(cfg: TeacherConfig) -> Teacher | SageTeacher:
+def _build(cfg: TeacherConfig) -> Teacher:
     parse_pool(cfg.pool)
     dtype = cfg.torch_dtype()
     if cfg.kind == "groot":
@@ -56,15 +60,9 @@ def _build(cfg: TeacherConfig) -> Teacher | SageTeacher:
         arch = GrootArch.tiny() if cfg.arch == "tiny" else GrootArch.full()
         model, _ = load_groot(cfg.weights, arch, device=cfg.device)
         return GrootTeacher(model, load_qwen_tokenizer(cfg.tokenizer), cfg.layer, cfg.device, dtype)
-    if cfg.kind == "hf":
-        from .hf import HFTeacher
+    from .hf import HFTeacher
 
-        return HFTeacher(cfg.weights, -1 if cfg.layer is None else cfg.layer, cfg.device, dtype)
-    from .sage import SageTeacher
-
-    if cfg.layer is not None:
-        raise TeacherError("the SAGE teacher gives its final hidden states: leave the layer out", file="--layer")
-    return SageTeacher(cfg.weights, cfg.device, dtype)
+    return HFTeacher(cfg.weights, -1 if cfg.layer is None else cfg.layer, cfg.device, dtype)
 
 
 def teacher_targets(teacher: Teacher, grids: torch.Tensor | list[np.ndarray], pool: str = "grid"

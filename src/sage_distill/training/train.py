@@ -69,7 +69,7 @@ class ArcFamily:
             "tasks": torch.optim.SparseAdam(list(self.model.tasks.parameters()), lr=o.task_lr, betas=(0.9, 0.95)),
         }
         self.packed = PackedRows(self.table, o.row_len, cfg.seed)
-        self.on_policy_stats: dict[str, float] = {}
+        self.on_policy_stats: dict[str, Any] = {}
 
     def compile(self) -> None:
         """The blocks only: the sparse task-embedding lookup stays eager."""
@@ -99,9 +99,9 @@ class ArcFamily:
         term, generated = self.losses.on_policy, None
         if term is not None and step % term.every == 0:
             o = self.cfg.optim
-            extra, self.on_policy_stats = on_policy_rows(self.model, self.table, o.rows, o.row_len, term.pairs,
-                                                         self.cfg.seed, step, self.rank, term.sample_temperature,
-                                                         term.max_tokens)
+            extra, stats = on_policy_rows(self.model, self.table, o.rows, o.row_len, term.pairs, self.cfg.seed, step,
+                                          self.rank, term.sample_temperature, term.max_tokens)
+            self.on_policy_stats.update(stats)
             if extra is not None:  # one forward over the data rows and the generated rows together
                 generated = torch.cat([torch.full_like(batch["labels"], IGNORE), extra["generated"]])
                 batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
@@ -115,6 +115,8 @@ class ArcFamily:
         real = batch["real"] if generated is None else batch["real"] & (generated == IGNORE)
         li = LossInputs(logits, batch["labels"], hidden, real, teacher, generated)
         total, parts = self.losses(li)
+        if generated is not None:  # logged at the next log step even if that step generates nothing
+            self.on_policy_stats["on_policy_last"] = parts["on_policy"]
         return total, {"parts": parts, "logits": logits, "batch": batch}
 
     @torch.no_grad()
@@ -129,7 +131,7 @@ class ArcFamily:
         row = {"token_acc": float(1 - wrong.sum() / labelled.sum().clamp(min=1)),
                "exact": 1 - len(docs_wrong) / max(1, len(docs_with_labels)),
                "lr": self._optimizers["shared"].param_groups[0]["lr"]}
-        return {**row, **self.on_policy_stats}
+        return {**row, **{k: float(v) for k, v in self.on_policy_stats.items()}}
 
     def work(self, batch: dict[str, Any]) -> dict[str, float]:
         return {"tokens": float(batch["real"].sum()), "flops": batch_flops(self.model, batch)}
@@ -161,7 +163,7 @@ def build_arc_teacher(cfg: TrainConfig, fingerprints: list[str], device: torch.d
         raise ConfigError(f"the ARC trainer distils from a SAGE teacher (kind: sage); '{spec.kind}' teachers give "
                           "features of grids: run `sage-distill extract` to a store (not yet wired into training)",
                           file=config_file, where="teacher.kind")
-    from ..teachers.sage import SageTeacher
+    from ..distill.sage_teacher import SageTeacher
 
     try:
         teacher = SageTeacher(spec.path, device)

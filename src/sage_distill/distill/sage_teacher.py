@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ..student.checkpoint import load_sage_model
 from ..student.modeling_sage import SageModel, TaskEmbeddings, packed_mask
-from ..utils.loading import load_sage_model
-from .base import TeacherError
+from ..teachers.base import TeacherError
 
 log = logging.getLogger(__name__)
 READS = ("tokens", "pos", "task", "view", "role", "doc")  # the batch keys the teacher reads; never "labels"
