@@ -112,3 +112,34 @@ def test_losses_in_yaml_are_validated_with_the_file_and_field(tmp_path: Path) ->
     path.write_text("preset: tiny\nteacher: {kind: sage}\nlosses: [{name: task}, {name: logit}]\n")
     with pytest.raises(SageError, match=r"c.yaml: teacher.path"):
         load_config(path)
+
+
+def test_groot_store_teacher_end_to_end(tmp_path: Path, monkeypatch) -> None:
+    """A GR00T checkpoint (tiny, written by this test) -> `extract` into a feature store -> a student trained
+    with teacher {kind: store} and a feature loss; a store that misses training inputs is refused first."""
+    from sage_distill.teachers.extract import extract
+    from sage_distill.teachers.groot import GrootArch, GrootBackbone, GrootTeacher, placeholder_text_ids
+    from sage_distill.teachers.groot_checkpoint import load_groot, save_groot
+
+    world = small_world(monkeypatch)
+    torch.manual_seed(0)
+    save_groot(GrootBackbone(GrootArch.tiny()), tmp_path / "groot")
+    groot = GrootTeacher(load_groot(tmp_path / "groot", GrootArch.tiny())[0], placeholder_text_ids)
+    source = {"weights": "tiny", "dataset": "w", "split": "training+evaluation"}
+    tasks = world["training"] + world["evaluation"]
+    extract(groot, tasks, tmp_path / "store", source=source, pool="2x2", batch_size=8, progress=False)
+    kw = dict(model=STUDENT, teacher={"kind": "store", "path": str(tmp_path / "store")},
+              losses=[{"name": "task"}, {"name": "feature", "weight": 1.0, "mse": 1.0, "cosine": 0.5}])
+    train(config(tmp_path / "student", steps=30, **kw))
+    log = rows(tmp_path / "student")
+    assert log[-1]["feature"] < 0.8 * log[0]["feature"] and log[-1]["task"] < log[0]["task"]
+    assert (tmp_path / "student" / "train_state" / "extra.safetensors").stat().st_size > 0  # the projector
+    # a store of the training tasks only: the evaluation tasks' demonstration inputs have no row
+    extract(groot, world["training"], tmp_path / "part", source=source, pool="2x2", batch_size=8, progress=False)
+    part = {**kw, "teacher": {"kind": "store", "path": str(tmp_path / "part")}}
+    with pytest.raises(SageError, match=r"teacher.path: .*no row for \d+ of the run's \d+ training inputs"):
+        train(config(tmp_path / "refused", **part))
+    assert not (tmp_path / "refused").exists()
+    logit = {**kw, "losses": [{"name": "task"}, {"name": "logit"}]}
+    with pytest.raises(SageError, match="store teacher gives features only"):
+        train(config(tmp_path / "refused", **logit))

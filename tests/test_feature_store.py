@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from sage_distill.arc import load_dataset
 from sage_distill.cli import app
+from sage_distill.distill.sage_teacher import SageTeacher
 from sage_distill.errors import SageError
 from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.checkpoint import save_model
@@ -207,6 +208,5 @@ def test_extract_refuses_the_online_sage_teacher(cli, tmp_path: Path) -> None:
     assert "--teacher" in err and "online" in err and "groot and hf" in err
     assert not (tmp_path / "s").exists()
     with pytest.raises(SageError, match="does not read grids"):
-        extract(build_teacher({"kind": "sage", "weights": str(folder)}), TASKS[:1], tmp_path / "s", source=SOURCE,
-                progress=False)
+        extract(SageTeacher(folder), TASKS[:1], tmp_path / "s", source=SOURCE, progress=False)
     assert not (tmp_path / "s").exists()

@@ -25,6 +25,7 @@ READS = ("tokens", "pos", "task", "view", "role", "doc")  # the batch keys the t
 
 class SageTeacher:
     name = "sage"
+    signals = frozenset({"logits", "features"})
     layer = -1  # final hidden states (after the model's last RMSNorm), the head's input
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu",

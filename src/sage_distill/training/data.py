@@ -183,21 +183,22 @@ class PackedRows:
         for pair, dihedral, k in self.plan(epoch)[r]:
             colours = random_color_perm(np.random.default_rng([self.seed, epoch, k]))
             enc = encode_pair(self.table.inputs[pair], self.table.outputs[pair], Augmentation(dihedral, colours))
-            docs.append((enc, int(self.table.task_index[pair]), dihedral))
+            docs.append((enc, int(self.table.task_index[pair]), dihedral, pair))
         return fill_row(self.row_len, docs)
 
 
-def fill_row(n: int, docs: list[tuple[Encoded, int, int]]) -> dict[str, np.ndarray]:
-    """One packed row of `n` token slots from (encoded pair, task row, dihedral) documents, labelled on
-    their output tokens and <end>; the tail is one padding document that carries no loss."""
+def fill_row(n: int, docs: list[tuple[Encoded, int, int, int]]) -> dict[str, np.ndarray]:
+    """One packed row of `n` token slots from (encoded pair, task row, dihedral, pair index) documents,
+    labelled on their output tokens and <end>; the tail is one padding document that carries no loss
+    (pair -1: a feature-store teacher has nothing for it)."""
     out = {"tokens": np.zeros(n, np.int64), "pos": np.zeros((n, 3), np.int64), "role": np.full(n, -1, np.int64),
            "task": np.zeros(n, np.int64), "view": np.zeros(n, np.int64), "labels": np.full(n, IGNORE, np.int64),
-           "doc": np.zeros(n, np.int64), "real": np.zeros(n, bool)}
+           "doc": np.zeros(n, np.int64), "real": np.zeros(n, bool), "pair": np.full(n, -1, np.int64)}
     used = 0
-    for doc, (enc, task_row, dihedral) in enumerate(docs):
+    for doc, (enc, task_row, dihedral, pair) in enumerate(docs):
         s = slice(used, used + len(enc.tokens))
         out["tokens"][s], out["pos"][s], out["role"][s] = enc.tokens, enc.pos, enc.role
-        out["task"][s], out["view"][s], out["doc"][s] = task_row, dihedral, doc
+        out["task"][s], out["view"][s], out["doc"][s], out["pair"][s] = task_row, dihedral, doc, pair
         labels = np.full(len(enc.tokens), IGNORE, np.int64)
         labels[enc.output_start:-1] = enc.tokens[enc.output_start + 1:]  # predict output tokens and <end>
         out["labels"][s] = labels

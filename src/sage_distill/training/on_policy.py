@@ -60,7 +60,7 @@ def on_policy_rows(model: SageModel, table: PairTable, rows: int, row_len: int, 
             docs, used = [], 0
             if len(filled) == rows:
                 break
-        docs.append((enc, job.task_row, job.aug.dihedral))
+        docs.append((enc, job.task_row, job.aug.dihedral, int(p)))
         used += len(enc.tokens)
     if docs and len(filled) < rows:
         filled.append(docs)

@@ -53,7 +53,7 @@ class ArcFamily:
         d, o = cfg.data, cfg.optim
         self.table, self.decontamination = assemble(d.training, d.evaluation, d.include_eval_demos)
         self.model = SageModel(cfg.model_config_(len(self.table.fingerprints))).to(device)
-        self.teacher, self.teacher_rows = build_arc_teacher(cfg, self.table.fingerprints, device, config_file)
+        self.teacher, self.teacher_rows = build_arc_teacher(cfg, self.table, device, config_file)
         self.losses = build_losses(cfg, self.model, self.teacher, config_file).to(device)
         self.extra: nn.Module | None = self.losses if any(True for _ in self.losses.parameters()) else None
         self.want_hidden = "feature" in self.losses.terms
@@ -75,7 +75,7 @@ class ArcFamily:
         """The blocks only: the sparse task-embedding lookup stays eager."""
         for block in self.model.blocks:
             block.compile()
-        if self.teacher is not None:
+        if hasattr(self.teacher, "model"):
             for block in self.teacher.model.blocks:
                 block.compile()
 
@@ -150,27 +150,33 @@ class ArcFamily:
                 "decontamination": self.decontamination.dropped,
                 "parameters": {"shared": self.model.shared_parameters(),
                                "task_embeddings": sum(p.numel() for p in self.model.tasks.parameters()),
-                               "teacher_shared": t.model.shared_parameters() if t is not None else None}}
+                               "teacher_shared": t.model.shared_parameters() if hasattr(t, "model") else None}}
 
 
-def build_arc_teacher(cfg: TrainConfig, fingerprints: list[str], device: torch.device,
-                      config_file: str | Path | None):
-    """The frozen teacher of `teacher:` (or None), and the map from student task rows to its rows."""
+def build_arc_teacher(cfg: TrainConfig, table, device: torch.device, config_file: str | Path | None):
+    """The frozen teacher of `teacher:` (or None), and the map from student task rows to its rows: a SAGE
+    model folder (logits and hidden states on the student's own rows) or a feature store (features of each
+    pair's input grid). hf and groot teachers are extracted to a store first (`sage-distill extract`)."""
     spec = cfg.teacher
     if spec is None:
         return None, None
-    if spec.kind != "sage":
-        raise ConfigError(f"the ARC trainer distils from a SAGE teacher (kind: sage); '{spec.kind}' teachers give "
-                          "features of grids: run `sage-distill extract` to a store (not yet wired into training)",
-                          file=config_file, where="teacher.kind")
-    from ..distill.sage_teacher import SageTeacher
-
+    if spec.kind not in ("sage", "store"):
+        hint = ("run `sage-distill extract --teacher " + spec.kind + "` to a store and use kind: store"
+                if spec.kind in ("hf", "groot") else "policy teachers are for the robot trainer")
+        raise ConfigError(f"the ARC trainer reads sage and store teachers; {hint}", file=config_file,
+                          where="teacher.kind")
     try:
+        if spec.kind == "store":
+            from ..distill.store_teacher import StoreTeacher
+
+            return StoreTeacher(spec.path, table.inputs, device), None
+        from ..distill.sage_teacher import SageTeacher
+
         teacher = SageTeacher(spec.path, device)
     except SageError as e:
-        raise ConfigError(f"cannot load the teacher {spec.path}: {e.one_line()}", file=config_file,
+        raise ConfigError(f"cannot use the teacher {spec.path}: {e.one_line()}", file=config_file,
                           where="teacher.path") from None
-    return teacher, teacher.task_rows(fingerprints)
+    return teacher, teacher.task_rows(table.fingerprints)
 
 
 def build_losses(cfg: TrainConfig, model: SageModel, teacher, config_file: str | Path | None) -> LossSet:
@@ -183,14 +189,19 @@ def build_losses(cfg: TrainConfig, model: SageModel, teacher, config_file: str |
     if teacher is not None and not needs:
         raise ConfigError("a teacher is configured but no loss reads it (add logit, feature or on_policy to losses)",
                           file=config_file, where="teacher")
-    context = {"student_hidden": model.config.hidden}
+    if teacher is not None and needs - teacher.signals:
+        raise ConfigError(f"the {teacher.name} teacher gives {', '.join(sorted(teacher.signals))} only; the losses "
+                          f"need its {', '.join(sorted(needs - teacher.signals))}", file=config_file, where="losses")
+    context: dict[str, Any] = {"student_hidden": model.config.hidden}
     if teacher is not None:
         context["teacher_dim"] = teacher.feature_dim
+        if hasattr(teacher, "mean"):  # a store's own statistics standardise its features
+            context.update(teacher_mean=teacher.mean, teacher_std=teacher.std)
     try:
         losses = LossSet(cfg.loss_spec(), **context)
     except SageError as e:
         raise ConfigError(e.problem, file=config_file, where=e.where or "losses") from None
-    if "logits" in needs and teacher.vocab != VOCAB:
+    if "logits" in needs and getattr(teacher, "vocab", None) != VOCAB:
         raise ConfigError(f"the teacher's vocabulary has {teacher.vocab} tokens, the student's {VOCAB}: logit "
                           "losses need the same tokens", file=config_file, where="teacher.path")
     return losses
