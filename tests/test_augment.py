@@ -59,3 +59,33 @@ def test_invalid_augmentations_refused() -> None:
         Augmentation(0, (0, 0, 2, 3, 4, 5, 6, 7, 8, 9))
     with pytest.raises(ValueError, match="0..7"):
         Augmentation(8)
+
+
+def test_palette_permutations_move_only_the_inputs_colours() -> None:
+    from sage_distill.arc.augment import input_palette, random_color_perm
+
+    rng = np.random.default_rng(0)
+    old = np.random.default_rng(0)
+    # without a palette: the permutation of 1-9 drawn exactly as before (released models keep their views)
+    assert random_color_perm(rng) == (0, *(int(c) for c in old.permutation(np.arange(1, 10))))
+    moved = set()
+    for _ in range(50):
+        perm = random_color_perm(rng, movable=(0, 2, 5, 7))
+        assert sorted(perm) == list(range(10)) and perm[0] == 0
+        assert all(perm[c] == c for c in (1, 3, 4, 6, 8, 9))  # colours the inputs lack stay fixed
+        moved |= {c for c in (2, 5, 7) if perm[c] != c}
+    assert moved == {2, 5, 7}
+    grids = [np.array([[0, 3], [3, 1]]), np.array([[4]])]
+    assert input_palette(grids[:1], grids[1:]) == (0, 1, 3, 4)
+
+
+def test_palette_views_are_distinct_and_bounded() -> None:
+    from sage_distill.student.generate import view_augmentations
+
+    fp = "0123456789abcdef0123"
+    plain = view_augmentations(fp, 20)
+    assert len(plain) == 20 and len(set(plain)) == 20
+    views = view_augmentations(fp, 40, palette=(0, 2, 6))
+    assert len(views) == 16 == len(set(views))  # 8 dihedral x 2 orders of {2, 6}: no more distinct views exist
+    assert all(v.colors[c] == c for v in views for c in (1, 3, 4, 5, 7, 8, 9))
+    assert view_augmentations(fp, 4, palette=(0,)) == plain[:4]  # nothing to move: the dihedral views

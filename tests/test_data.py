@@ -73,3 +73,28 @@ def test_a_row_too_short_for_a_pair_is_refused_with_the_task() -> None:
     table = build_pairs([(small_task(0, task_id="tiny-task"), True)])
     with pytest.raises(SageError, match="tiny-task"):
         PackedRows(table, 8, seed=0)
+
+
+def test_palette_views_keep_the_colours_a_task_inputs_lack() -> None:
+    from sage_distill.arc.task import Pair, Task
+
+    rng = np.random.default_rng(0)
+
+    def pair() -> Pair:  # the rule paints every 1 as 8: 8 never shows in an input
+        g = rng.integers(0, 4, (3, 3)).astype(np.uint8)
+        return Pair(g, np.where(g == 1, 8, g).astype(np.uint8))
+
+    tasks = [Task(f"t{i}", (pair(), pair()), (pair().input,), None) for i in range(3)]
+    table = build_pairs([(t, False) for t in tasks])
+    assert all(8 not in p for p in table.palettes)
+    packed, plain = PackedRows(table, 128, seed=0, palette_views=True), PackedRows(table, 128, seed=0)
+    eights = 0
+    for g in range(10):
+        row = packed.row(g)
+        colour = row["role"] >= 0
+        for t, r, task in zip(row["tokens"][colour], row["role"][colour], row["task"][colour], strict=True):
+            assert r in table.palettes[task] or t == r
+        eights += int(((row["role"] == 8) & (row["tokens"] == 8)).sum())
+    assert eights > 0  # the painted colour is always 8, so the model can know it
+    plain_eights = sum(int(((plain.row(g)["role"] == 8) & (plain.row(g)["tokens"] != 8)).sum()) for g in range(10))
+    assert plain_eights > 0  # the old views scramble it

@@ -23,10 +23,26 @@ def dihedral_inverse(grid: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(out, -(k % 4)))
 
 
-def random_color_perm(rng: np.random.Generator, keep_background: bool = True) -> tuple[int, ...]:
-    if keep_background:
-        return (0, *(int(c) for c in rng.permutation(np.arange(1, NUM_COLORS))))
-    return tuple(int(c) for c in rng.permutation(NUM_COLORS))
+def random_color_perm(rng: np.random.Generator, keep_background: bool = True,
+                      movable: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """A random colour permutation (0 stays background with `keep_background`). With `movable`, only
+    those colours are permuted among themselves and every other colour keeps its value: a task's output
+    colour that its inputs never show then stays what it is, so it can be known (see `input_palette`)."""
+    if movable is None:
+        if keep_background:
+            return (0, *(int(c) for c in rng.permutation(np.arange(1, NUM_COLORS))))
+        return tuple(int(c) for c in rng.permutation(NUM_COLORS))
+    moving = [c for c in movable if not (keep_background and c == 0)]
+    colours = list(range(NUM_COLORS))
+    for c, new in zip(moving, rng.permutation(moving), strict=True):
+        colours[c] = int(new)
+    return tuple(colours)
+
+
+def input_palette(train_inputs: list[np.ndarray], test_inputs: list[np.ndarray] | tuple = ()) -> tuple[int, ...]:
+    """The colours a task's input grids show (demonstration and test inputs: never an output, so training
+    and an answer-free challenges file give the same palette)."""
+    return tuple(sorted({int(c) for g in (*train_inputs, *test_inputs) for c in np.unique(g)}))
 
 
 @dataclass(frozen=True)

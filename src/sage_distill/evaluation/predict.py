@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from ..arc.augment import input_palette
 from ..arc.datasets import load_challenges
 from ..arc.task import Task
 from ..errors import SageError
@@ -104,7 +105,8 @@ def solve_chunk(model: SageModel, tasks: list[Task], rows: dict[str, int], views
     for t in tasks:
         fp = fingerprint(t)
         for i, grid in enumerate(t.test_inputs):
-            jobs += [(t.id, i, Job(grid, aug, rows[fp])) for aug in view_augmentations(fp, views)]
+            palette = input_palette([p.input for p in t.train], t.test_inputs) if model.config.palette_views else None
+            jobs += [(t.id, i, Job(grid, aug, rows[fp])) for aug in view_augmentations(fp, views, palette)]
     jobs.sort(key=lambda j: j[2].grid.size)
     tallies = {t.id: [Tally.empty() for _ in t.test_inputs] for t in tasks}
     inputs = {t.id: t.test_inputs for t in tasks}

@@ -32,6 +32,9 @@ class SageConfig(BaseModel):
     rope_theta: float = Field(100.0, gt=1.0)  # positions are at most 31 per axis
     rope_split: tuple[int, int, int] = (3, 3, 2)  # share of rotary pairs for (row, column, part)
     num_tasks: int = Field(0, ge=0)  # rows of the per-task embedding tables (set by training)
+    # Views permute only the colours a task's inputs show (training, adaptation and inference alike), so an
+    # output colour the inputs never show keeps its value and can be known. False: all of 1-9 (older models).
+    palette_views: bool = False
 
     @property
     def head_dim(self) -> int:

@@ -7,13 +7,14 @@ position from a per-sequence (row, column) cursor: a newline moves to the next r
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..arc.augment import Augmentation
+from ..arc.augment import IDENTITY_COLORS, Augmentation, random_color_perm
 from .configuration_sage import END, NEWLINE
 from .modeling_sage import KVCache, SageModel
 from .sequences import MAX_OUTPUT_TOKENS, MAX_SIZE, decode_output, encode_pair
@@ -125,17 +126,19 @@ def _generate(model: SageModel, jobs: list[Job], max_new: int, temperature: floa
     return results
 
 
-def view_augmentations(seed_key: str, count: int) -> list[Augmentation]:
-    """View k: dihedral k mod 8; the first 8 keep the colours, later ones permute colours 1-9
-    (0 stays background), drawn from a generator seeded by the task's fingerprint."""
+def view_augmentations(seed_key: str, count: int, palette: tuple[int, ...] | None = None) -> list[Augmentation]:
+    """View k: dihedral k mod 8; the first 8 keep the colours, later ones permute colours 1-9 (0 stays
+    background), drawn from a generator seeded by the task's fingerprint. With `palette` (the task's input
+    colours, for models trained with `palette_views`) only those colours move; the views are distinct, so
+    a task with few input colours may have fewer than `count`."""
     rng = np.random.default_rng(int(seed_key[:15], 16))
+    limit = count
+    if palette is not None:
+        limit = min(count, 8 * math.factorial(len([c for c in palette if c != 0])))
     views, seen = [], set()
     k = 0
-    while len(views) < count:
-        if k < 8:
-            colours = tuple(range(10))
-        else:
-            colours = (0, *(int(c) for c in rng.permutation(np.arange(1, 10))))
+    while len(views) < limit:
+        colours = IDENTITY_COLORS if k < 8 else random_color_perm(rng, movable=palette)
         aug = Augmentation(k % 8, colours)
         if aug not in seen:
             seen.add(aug)

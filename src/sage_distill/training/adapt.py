@@ -43,7 +43,7 @@ def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: fl
     table.task_index = table.task_index + first_row
     if row_len is None:  # on the CPU a row just long enough for the longest pair keeps each step short
         row_len = 8192 if cuda else max(int(pair_lengths(table).max()), 256)
-    packed = PackedRows(table, row_len, seed)
+    packed = PackedRows(table, row_len, seed, model.config.palette_views)
     batches = StepBatches(packed, rows or (8 if cuda else 1), 0, 1)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -12,7 +12,8 @@ Tasks are keyed by a fingerprint of their demonstration pairs (never their id), 
 reading an answer-free challenges file finds the same embedding rows.
 
 Every epoch visits each pair once, in a fresh order, under a fresh view (a dihedral transform and
-a permutation of colours 1-9); sequences are packed greedily into rows of `row_len` tokens, the
+a permutation of colours 1-9, or with `palette_views` of the colours the task's inputs show only);
+sequences are packed greedily into rows of `row_len` tokens, the
 tail of a row filled by one padding document that carries no loss. The rows of (step, rank) are a
 pure function of (seed, step, rank): a resumed run sees exactly the data it would have seen.
 """
@@ -28,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..arc.augment import Augmentation, random_color_perm
+from ..arc.augment import Augmentation, input_palette, random_color_perm
 from ..arc.datasets import load_dataset
 from ..arc.task import Task, grid_key
 from ..errors import SageError
@@ -77,6 +78,7 @@ class PairTable:
     task_index: np.ndarray  # [N]
     fingerprints: list[str]  # row -> task fingerprint
     task_ids: list[str]
+    palettes: list[tuple[int, ...]]  # row -> the colours of the task's inputs (`arc.augment.input_palette`)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -84,10 +86,11 @@ class PairTable:
 
 def build_pairs(tasks: list[tuple[Task, bool]]) -> PairTable:
     """`tasks` pairs each task with whether its test pairs may be trained on (training tasks only)."""
-    ins, outs, rows, fps, ids = [], [], [], [], []
+    ins, outs, rows, fps, ids, palettes = [], [], [], [], [], []
     for row, (task, use_tests) in enumerate(tasks):
         fps.append(fingerprint(task))
         ids.append(task.id)
+        palettes.append(input_palette([p.input for p in task.train], task.test_inputs))
         pairs = [(p.input, p.output) for p in task.train]
         if use_tests:
             if task.test_outputs is None:
@@ -97,7 +100,7 @@ def build_pairs(tasks: list[tuple[Task, bool]]) -> PairTable:
             ins.append(i)
             outs.append(o)
             rows.append(row)
-    return PairTable(ins, outs, np.array(rows, dtype=np.int64), fps, ids)
+    return PairTable(ins, outs, np.array(rows, dtype=np.int64), fps, ids, palettes)
 
 
 def assemble(training: list[tuple[str, str]], evaluation: list[tuple[str, str]],
@@ -132,8 +135,8 @@ def pair_lengths(table: PairTable) -> np.ndarray:
 class PackedRows:
     """Rows of packed sequences; row g of the whole run is a pure function of (seed, g)."""
 
-    def __init__(self, table: PairTable, row_len: int, seed: int) -> None:
-        self.table, self.row_len, self.seed = table, row_len, seed
+    def __init__(self, table: PairTable, row_len: int, seed: int, palette_views: bool = False) -> None:
+        self.table, self.row_len, self.seed, self.palette_views = table, row_len, seed, palette_views
         self.h_in = np.array([g.shape[0] for g in table.inputs])
         self.w_in = np.array([g.shape[1] for g in table.inputs])
         self.h_out = np.array([g.shape[0] for g in table.outputs])
@@ -169,6 +172,10 @@ class PackedRows:
             rows.append(row)
         return rows
 
+    def palette(self, task_row: int) -> tuple[int, ...] | None:
+        """The colours a view may move for this task (None: all of 1-9)."""
+        return self.table.palettes[task_row] if self.palette_views else None
+
     def locate(self, g: int) -> tuple[int, int]:
         """(epoch, row in epoch) of global row g."""
         while self._starts[-1] <= g:
@@ -181,7 +188,8 @@ class PackedRows:
         epoch, r = self.locate(g)
         docs = []
         for pair, dihedral, k in self.plan(epoch)[r]:
-            colours = random_color_perm(np.random.default_rng([self.seed, epoch, k]))
+            colours = random_color_perm(np.random.default_rng([self.seed, epoch, k]),
+                                        movable=self.palette(int(self.table.task_index[pair])))
             enc = encode_pair(self.table.inputs[pair], self.table.outputs[pair], Augmentation(dihedral, colours))
             docs.append((enc, int(self.table.task_index[pair]), dihedral, pair))
         return fill_row(self.row_len, docs)

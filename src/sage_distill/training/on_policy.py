@@ -17,15 +17,16 @@ from ..student.configuration_sage import IGNORE
 from ..student.generate import Job, generate
 from ..student.modeling_sage import SageModel
 from ..student.sequences import encode_pair
-from .data import PairTable, fill_row, stack_rows
+from .data import PackedRows, fill_row, stack_rows
 
 
-def on_policy_rows(model: SageModel, table: PairTable, rows: int, row_len: int, pairs: int, seed: int, step: int,
+def on_policy_rows(model: SageModel, packed: PackedRows, rows: int, pairs: int, seed: int, step: int,
                    rank: int = 0, temperature: float = 0.0, max_tokens: int | None = None
                    ) -> tuple[dict[str, torch.Tensor] | None, dict[str, float]]:
     """`rows` packed rows of the student's answers to `pairs` training inputs (fewer when they do not
     fit; only pairs whose answer has at most `max_tokens` tokens, if given), with "generated" labels
     instead of "labels"; None when no answer was a grid."""
+    table, row_len = packed.table, packed.row_len
     rng = np.random.default_rng([seed, step, rank, 0x0B])
     eligible = np.arange(len(table))
     if max_tokens is not None:
@@ -35,7 +36,8 @@ def on_policy_rows(model: SageModel, table: PairTable, rows: int, row_len: int, 
     if not len(eligible):
         return None, {"on_policy_valid": 0.0, "on_policy_docs": 0.0}
     chosen = rng.choice(eligible, size=min(pairs, len(eligible)), replace=False)
-    augs = [Augmentation(int(d), random_color_perm(rng)) for d in rng.integers(8, size=len(chosen))]
+    augs = [Augmentation(int(d), random_color_perm(rng, movable=packed.palette(int(table.task_index[p]))))
+            for p, d in zip(chosen, rng.integers(8, size=len(chosen)), strict=True)]
     jobs = [Job(table.inputs[p], a, int(table.task_index[p])) for p, a in zip(chosen, augs, strict=True)]
     # Decode no longer than the longest true answer among them (+ a row): a longer answer is wrong anyway.
     out_h = np.array([table.outputs[p].shape[0] for p in chosen])

@@ -68,7 +68,7 @@ class ArcFamily:
             ], lr=o.lr, betas=(0.9, 0.95), fused=fused),
             "tasks": torch.optim.SparseAdam(list(self.model.tasks.parameters()), lr=o.task_lr, betas=(0.9, 0.95)),
         }
-        self.packed = PackedRows(self.table, o.row_len, cfg.seed)
+        self.packed = PackedRows(self.table, o.row_len, cfg.seed, self.model.config.palette_views)
         self.on_policy_stats: dict[str, Any] = {}
 
     def compile(self) -> None:
@@ -99,7 +99,7 @@ class ArcFamily:
         term, generated = self.losses.on_policy, None
         if term is not None and step % term.every == 0:
             o = self.cfg.optim
-            extra, stats = on_policy_rows(self.model, self.table, o.rows, o.row_len, term.pairs, self.cfg.seed, step,
+            extra, stats = on_policy_rows(self.model, self.packed, o.rows, term.pairs, self.cfg.seed, step,
                                           self.rank, term.sample_temperature, term.max_tokens)
             self.on_policy_stats.update(stats)
             if extra is not None:  # one forward over the data rows and the generated rows together

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...arc.augment import IDENTITY, Augmentation
+from ...arc.augment import IDENTITY, Augmentation, input_palette
 from ...arc.task import Task
 from ...arc.validate import parse_task
 from ...student.generate import Job, Tally, _key, generate, view_augmentations
@@ -120,8 +120,10 @@ class ArcSolver:
         fp = fingerprint(x)
         row = self.row_for(x, fp)
         left = 0 if fp in self.known else max(0, self.adapt_steps - self.adapted.get(fp, 0))
-        return ArcState(x, fp, row, view_augmentations(fp, self.max_views), [Tally.empty() for _ in x.test_inputs],
-                        adapt_left=left, step_views=self.views_for(x, ctx.get("allocation_atp")))
+        palette = input_palette([p.input for p in x.train], x.test_inputs) if self.model.config.palette_views else None
+        return ArcState(x, fp, row, view_augmentations(fp, self.max_views, palette),
+                        [Tally.empty() for _ in x.test_inputs], adapt_left=left,
+                        step_views=self.views_for(x, ctx.get("allocation_atp")))
 
     def views_for(self, task: Task, allocation_atp: float | None) -> int:
         """Views per step: `views_per_step`, fewer when the measured decoding cost (1 ATP = 1 ms) of that
