@@ -149,3 +149,18 @@ def test_baselines_predict_from_inputs_only() -> None:
                       "t", file=None)
     assert [e["attempt_1"].tolist() for e in copy_input([task])["t"]] == [[[3, 4]], [[5]]]
     assert [e["attempt_2"].tolist() for e in all_background([task])["t"]] == [[[0, 0]], [[0]]]
+
+
+def test_misses_right_up_to_a_recolouring_are_counted() -> None:
+    from sage_distill.evaluation.scoring import recoloured, score_submission
+
+    truth = np.array([[1, 2], [2, 0]], dtype=np.uint8)
+    assert recoloured(np.array([[3, 2], [2, 0]]), truth)  # 1 -> 3, a bijection
+    assert not recoloured(truth.copy(), truth)  # right is not a recolouring miss
+    assert not recoloured(np.array([[2, 2], [2, 0]]), truth)  # two colours merged: not one-to-one
+    assert not recoloured(np.array([[1, 2, 0]]), truth)  # another shape
+    sols = {"a": [truth], "b": [truth], "c": [truth]}
+    preds = {"a": [{"attempt_1": np.array([[5, 2], [2, 0]]), "attempt_2": np.zeros((1, 1), np.uint8)}],
+             "b": [{"attempt_1": np.array([[5, 2], [2, 0]]), "attempt_2": truth}],  # solved: not counted
+             "c": [{"attempt_1": np.array([[5, 5], [2, 0]]), "attempt_2": None}]}
+    assert score_submission(preds, sols)["right_up_to_recolouring"] == 1

@@ -23,6 +23,15 @@ def _same(a: np.ndarray | None, b: np.ndarray) -> bool:
     return a is not None and a.shape == b.shape and bool(np.array_equal(a, b))
 
 
+def recoloured(a: np.ndarray | None, b: np.ndarray) -> bool:
+    """`a` is not `b` but equals it up to a one-to-one renaming of colours (the miss that views which
+    scramble a colour the inputs never show produce)."""
+    if a is None or a.shape != b.shape or np.array_equal(a, b):
+        return False
+    pairs = set(zip(a.ravel().tolist(), b.ravel().tolist(), strict=True))
+    return len({x for x, _ in pairs}) == len(pairs) == len({y for _, y in pairs})
+
+
 def _ratio(num: float, den: float) -> float:
     return float(num) / den if den else 0.0
 
@@ -31,7 +40,7 @@ def score_submission(predictions: Submission, solutions: Solutions) -> dict:
     """All figures for one submission against the solutions (task id -> answer grids in order)."""
     if not solutions:
         raise PredictionError("the solutions hold no tasks: nothing to score")
-    task_pass2, task_pass1, strict = {}, [], 0
+    task_pass2, task_pass1, strict, recolour = {}, [], 0, 0
     missing_tasks, missing_entries = [], []
     shape_right = entries = 0
     cells = cells_right = fg_cells = fg_right = 0
@@ -57,6 +66,8 @@ def score_submission(predictions: Submission, solutions: Solutions) -> dict:
             a1, a2 = preds[i].get("attempt_1"), preds[i].get("attempt_2")
             hits1 += _same(a1, truth)
             hits2 += _same(a1, truth) or _same(a2, truth)
+            right = _same(a1, truth) or _same(a2, truth)
+            recolour += not right and (recoloured(a1, truth) or recoloured(a2, truth))
             if a1 is None or a1.shape != truth.shape:
                 continue
             shape_right += 1
@@ -78,6 +89,7 @@ def score_submission(predictions: Submission, solutions: Solutions) -> dict:
         "tasks": n,
         "test_inputs": entries,
         "pass@2": sum(task_pass2.values()) / n,
+        "right_up_to_recolouring": recolour,  # test inputs missed whose attempt is the answer recoloured
         "pass@1": sum(task_pass1) / n,
         "strict@2": strict / n,
         "pixel_accuracy": _ratio(cells_right, cells),
