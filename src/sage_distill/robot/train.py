@@ -185,7 +185,8 @@ class RobotFamily:
         save_policy(folder, weights, self.model_cfg, self.tasks)
 
     def settings(self) -> dict:
-        return self.cfg.model_dump(mode="json")
+        """What a resume must match; the dataset by its resolved path, so another spelling of it resumes."""
+        return {**self.cfg.model_dump(mode="json"), "data": str(Path(self.cfg.data).resolve())}
 
 
 def build(cfg: RobotTrainConfig) -> tuple[RobotFamily, Loop]:

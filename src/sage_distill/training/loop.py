@@ -40,8 +40,7 @@ from .state import load_optimizer, save_optimizer
 log = logging.getLogger(__name__)
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16 datasheet figure, for MFU
 # Settings a resume may change: where and how often to log or stop, not what is trained.
-FREE_ON_RESUME = {"out", "out_dir", "max_minutes", "log_every", "checkpoint_every", "save_every", "workers", "device",
-                  "data"}
+FREE_ON_RESUME = {"out", "out_dir", "max_minutes", "log_every", "checkpoint_every", "save_every", "workers", "device"}
 
 
 @dataclass
