@@ -83,6 +83,11 @@ def test_distillation_resumes_to_the_unbroken_run(teacher_dir: Path, tmp_path: P
         assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), name
     with pytest.raises(SageError, match=r"other settings \(losses\)"):
         build(config(tmp_path / "b", **{**kw, "losses": KD[:2]}), resume=True)
+    lighter = [KD[0], {**KD[1], "weight": 0.5}, *KD[2:]]
+    with pytest.raises(SageError, match=r"other settings \(losses\)"):
+        build(config(tmp_path / "b", **{**kw, "losses": lighter}), resume=True)
+    _, loop = build(config(tmp_path / "b", **{**kw, "losses": lighter}), resume=True, allow_changes=True)
+    assert loop.step == 6  # told to, it resumes with the changed weight
 
 
 @pytest.mark.parametrize("change, where", [
