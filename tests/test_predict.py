@@ -66,7 +66,7 @@ def test_tasks_without_an_embedding_are_adapted_once(world, tmp_path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--views", "0"], "--views"), (["--adapt-minutes", "-1"], "--adapt-minutes"), (["--minutes", "0"], "--minutes"),
-    (["--device", "tpu"], "--device"), (["--device", "cuda"], "no CUDA device"), (["--limit", "0"], "--limit"),
+    (["--device", "tpu"], "--device"), (["--device", "cuda"], "CUDA is not available"), (["--limit", "0"], "--limit"),
     (["--batch", "-2"], "--batch")])
 def test_bad_options_are_one_line_and_write_nothing(world, tmp_path, cli, monkeypatch, args, message) -> None:
     _, challenges, model = world

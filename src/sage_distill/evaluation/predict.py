@@ -30,6 +30,7 @@ from ..student.generate import Job, Tally, generate, view_augmentations
 from ..student.modeling_sage import SageModel
 from ..training.adapt import adapt_tasks, extend_tasks
 from ..training.data import fingerprint
+from ..utils.device import check_device
 from ..utils.io import atomic_save_safetensors, atomic_write_json
 
 
@@ -43,11 +44,6 @@ class PredictConfig(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     batch: int = Field(0, ge=0)  # sequences per decoding batch; 0 picks 384 on a GPU and 16 on the CPU
     seed: int = Field(0, ge=0)
-
-
-def check_device(device: str) -> None:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SageError("--device cuda: no CUDA device is available on this machine; use --device cpu")
 
 
 def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg: PredictConfig, out: Path,

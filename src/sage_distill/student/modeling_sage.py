@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..arc.task import NUM_COLORS
 from .configuration_sage import VOCAB, SageConfig
-
-NUM_COLORS = 10
 
 
 def rope_frequencies(cfg: SageConfig) -> tuple[torch.Tensor, torch.Tensor]:
