@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..distill.losses import LOSSES, LossSet
@@ -115,6 +116,12 @@ class ArcFamily:
         real = batch["real"] if generated is None else batch["real"] & (generated == IGNORE)
         li = LossInputs(logits, batch["labels"], hidden, real, teacher, generated)
         total, parts = self.losses(li)
+        if self.world > 1:  # DDP averages the ranks' gradients: weight each rank by its share of the labelled
+            # tokens, so the step is the one a single process would take on the whole global batch
+            n = li.labelled().sum().float()
+            everyone = n.clone()
+            dist.all_reduce(everyone)
+            total = total * n * self.world / everyone.clamp(min=1)
         if generated is not None:  # logged at the next log step even if that step generates nothing
             self.on_policy_stats["on_policy_last"] = parts["on_policy"]
         return total, {"parts": parts, "logits": logits, "batch": batch}
