@@ -28,7 +28,6 @@ def config(out: Path, rows: int, **extra):
 def run(rank: int, world: int, port: int, out: Path, resume: bool, extra: dict) -> None:
     """One process: rank `rank` of `world` (world 1: no process group), the synthetic world's data."""
     from arc_world import small_world
-
     from sage_distill.training.train import build
 
     if world > 1:
