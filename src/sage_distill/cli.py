@@ -310,11 +310,14 @@ def robot_eval(policy: Annotated[Path, Opt("--policy", help="Policy folder from 
                workers: Annotated[int, Opt("--workers", help="Simulator processes (0 = in this one).")] = 0,
                flow_steps: Annotated[int | None, Opt("--flow-steps", help="Euler steps per chunk.")] = None,
                videos: Annotated[int, Opt("--videos", help="GIFs of the first N seeds of each task.")] = 1,
+               restart: Annotated[bool, Opt("--restart", help="Start afresh: delete this command's own files in "
+                                                              "--out (episodes.jsonl, summary, GIFs) first.")
+                                  ] = False,
                ) -> None:
-    """Closed-loop success rate per task on held-out seeds, headless."""
+    """Closed-loop success rate per task on held-out seeds, headless; a rerun resumes (same settings only)."""
     from .robot.commands import eval_command
 
-    print(eval_command(policy, tasks, protocol, episodes, out, device, workers, flow_steps, videos))
+    print(eval_command(policy, tasks, protocol, episodes, out, device, workers, flow_steps, videos, restart))
 
 
 @robot_app.command("latency")
@@ -324,10 +327,14 @@ def robot_latency(policy: Annotated[Path, Opt("--policy", help="Policy folder fr
                   steps: Annotated[str, Opt("--flow-steps", help="Comma-separated Euler step counts.")] = "1,2,4,8",
                   ) -> None:
     """Milliseconds per action chunk at batch 1 (encode + K Euler steps), median of 30."""
-    from .robot.commands import latency_command
+    from .errors import ConfigError
+    from .robot.commands import latency_command, parse_flow_steps
     from .robot.envs import task_set
 
-    print(latency_command(policy, device, task_set(task)[0], [int(k) for k in steps.split(",") if k.strip()]))
+    names = task_set(task)
+    if len(names) != 1:
+        raise ConfigError(f"give one task, got {len(names)}", where="--task")
+    print(latency_command(policy, device, names[0], parse_flow_steps(steps)))
 
 
 @robot_app.command("convert")

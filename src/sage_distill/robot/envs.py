@@ -65,6 +65,9 @@ def task_set(name: str) -> list[str]:
             raise SageError(f"unknown Meta-World task {t!r}; use mt10, mt50 or names such as push-v3", where="--tasks")
     if not tasks:
         raise SageError("no task given", where="--tasks")
+    twice = next((t for i, t in enumerate(tasks) if t in tasks[:i]), None)
+    if twice:
+        raise SageError(f"{twice} is listed twice", where="--tasks")
     return tasks
 
 
