@@ -331,7 +331,7 @@ def robot_latency(policy: Annotated[Path, Opt("--policy", help="Policy folder fr
     from .robot.commands import latency_command, parse_flow_steps
     from .robot.envs import task_set
 
-    names = task_set(task)
+    names = task_set(task, "--task")
     if len(names) != 1:
         raise ConfigError(f"give one task, got {len(names)}", where="--task")
     print(latency_command(policy, device, names[0], parse_flow_steps(steps)))
