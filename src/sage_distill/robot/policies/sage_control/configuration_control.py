@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ControlConfig(BaseModel):
@@ -35,9 +35,3 @@ class ControlConfig(BaseModel):
         if not all(1 <= c <= 1024 for c in v):
             raise ValueError("each of the four channel counts must be 1..1024")
         return v
-
-    @model_validator(mode="after")
-    def _steps_within_chunk(self) -> ControlConfig:
-        if self.n_action_steps > self.chunk:
-            raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed chunk ({self.chunk})")
-        return self
