@@ -129,7 +129,19 @@ def test_collect_resumes_without_duplicates(tmp_path: Path) -> None:
     collect(out, ["reach-v3", "drawer-close-v3"], 1, image_size=None)
     # a kill after the data flush: an orphan file of a later wave must not count
     (out / "data" / "chunk-000" / "file-999.parquet").write_bytes(b"partial")
+    # the user's own hidden files survive the resume; only the collection's own temp files go
+    users = [out / ".notes.tmp", out / "data" / ".mine.tmp", out / "data" / "chunk-000" / ".x.parquet.tmp"]
+    for p in users:
+        p.write_text("mine")
+    (out / ".collect_state.json.abc_1.tmp").write_text("{")
     summary = collect(out, ["reach-v3", "drawer-close-v3"], 2, image_size=None)
+    assert all(p.read_text() == "mine" for p in users) and not (out / ".collect_state.json.abc_1.tmp").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("mine")
+    with pytest.raises(SageError, match="not a dataset `robot collect` made"):
+        collect(foreign, ["reach-v3"], 1, image_size=None)
+    assert [p.name for p in foreign.iterdir()] == ["thesis.txt"]
     from sage_distill.robot.datasets import open_dataset
 
     ds = open_dataset(out)
