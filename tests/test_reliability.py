@@ -312,7 +312,8 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     *[("robot train", case, RTRAINC, _yaml(text)) for case, text in [
         ("width: 100000 (40 GB)", "width: 100000\n"), ("flow_steps: 65", "flow_steps: 65\n"),
         ("lr: .nan", "lr: .nan\n"), ("n_action_steps > chunk", "chunk: 4\nn_action_steps: 8\n"),
-        ("unknown key", "widht: 16\n"), ("device: tpu", "device: tpu\n"), ("config a list", "- 1\n")]],
+        ("unknown key", "widht: 16\n"), ("device: tpu", "device: tpu\n"), ("config a list", "- 1\n"),
+        ("tasks: an unknown one", "tasks: [reach-v3, push-v9]\n"), ("seed: 2**65", "seed: 36893488147419103232\n")]],
     ("robot train", "data_path leaves the dataset", RTRAIN, _edit_json(RINFO, lambda i: i.update(data_path=OUTSIDE))),
     ("robot train", "dataset fps 0.0001", RTRAIN, _edit_json(RINFO, lambda i: i.update(fps=0.0001))),
     ("robot train", "resume: state.json truncated", RTRAIN_RESUME, _write("policy/train_state/state.json", '{"st')),

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors.torch import load_file
 from tqdm import tqdm
 
@@ -58,10 +58,24 @@ class RobotTrainConfig(BaseModel):
     width: int = Field(512, ge=16, le=4096)  # 4096 wide: ~0.5 GB of weights
     depth: int = Field(4, ge=1, le=64)
     flow_steps: int = Field(8, ge=1, le=64)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = "cpu"
     save_every: int = Field(2000, ge=1)
     log_every: int = Field(100, ge=1)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("no task given (leave tasks out for every task of the dataset)")
+            known = set(all_tasks())
+            bad = next((t for t in v if t not in known), None)
+            if bad is not None:
+                raise ValueError(f"unknown Meta-World task {bad!r}")
+            if len(set(v)) != len(v):
+                raise ValueError("a task is listed twice")
+        return v
 
     @model_validator(mode="after")
     def _steps_within_chunk(self) -> RobotTrainConfig:
