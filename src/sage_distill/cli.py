@@ -327,14 +327,9 @@ def robot_latency(policy: Annotated[Path, Opt("--policy", help="Policy folder fr
                   steps: Annotated[str, Opt("--flow-steps", help="Comma-separated Euler step counts.")] = "1,2,4,8",
                   ) -> None:
     """Milliseconds per action chunk at batch 1 (encode + K Euler steps), median of 30."""
-    from .errors import ConfigError
-    from .robot.commands import latency_command, parse_flow_steps
-    from .robot.envs import task_set
+    from .robot.commands import latency_command
 
-    names = task_set(task, "--task")
-    if len(names) != 1:
-        raise ConfigError(f"give one task, got {len(names)}", where="--task")
-    print(latency_command(policy, device, names[0], parse_flow_steps(steps)))
+    print(latency_command(policy, device, task, steps))
 
 
 @robot_app.command("convert")

@@ -122,13 +122,20 @@ def parse_flow_steps(text: str) -> list[int]:
     return steps
 
 
-def latency_command(policy: Path, device: str, task: str, steps: list[int]) -> str:
-    """Batch-1 milliseconds per action chunk for each number of Euler steps, on a real first frame."""
+def latency_command(policy: Path, device: str, task: str, steps: str | list[int]) -> str:
+    """Batch-1 milliseconds per action chunk for each number of Euler steps (`--flow-steps 1,2,4,8`), on a real
+    first frame of one task."""
     from ..utils.device import check_device
-    from .envs import MetaWorldEnv, Variant
+    from .envs import MetaWorldEnv, Variant, task_set
     from .evaluate import chunk_latency
     from .train import load_policy
 
+    names = task_set(task, "--task")
+    if len(names) != 1:
+        raise ConfigError(f"give one task, got {len(names)}", where="--task")
+    task = names[0]
+    steps = parse_flow_steps(steps) if isinstance(steps, str) else [_bounded(k, 1, MAX_FLOW_STEPS, "--flow-steps")
+                                                                    for k in steps]
     check_device(device)
     model, trained = load_policy(policy, device)
     if trained and task not in trained:
