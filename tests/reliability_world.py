@@ -49,7 +49,46 @@ def build_world(root: Path) -> Path:
     SiglipVisionModel(tiny_vit).save_pretrained(root / "hf")
     (root / "afile.txt").write_text("not a directory\n")
     (root / "adir").mkdir()
+    build_robot_world(root)
     return root
+
+
+def build_robot_world(root: Path) -> None:
+    """The robot commands' inputs: `robot_data` (a state-only LeRobot v3.0 dataset as `robot collect` makes
+    it, 2 tiny episodes of reach-v3), `policy` (a tiny untrained state policy with a resumable train_state),
+    and `ev_partial` (an evaluation of it cut after one episode)."""
+    import numpy as np
+
+    from sage_distill.robot.collect import FPS, features
+    from sage_distill.robot.datasets import LeRobotWriter
+    from sage_distill.robot.evaluate import SETTINGS_FILE, policy_hash
+    from sage_distill.robot.policies.sage_control import ControlConfig, ControlPolicy
+    from sage_distill.robot.train import save_policy
+
+    data = root / "robot_data"
+    w = LeRobotWriter(data, fps=FPS, robot_type="sawyer", features=features(None))
+    rng = np.random.default_rng(0)
+    for seed in range(2):
+        frames = {k: rng.uniform(-1, 1, (5, *f["shape"])).astype(np.float32) for k, f in features(None).items()}
+        w.add_episode(frames, task="reach-v3", extra={"task_name": "reach-v3", "seed": seed, "variant": "train"})
+    w.close()
+    (data / "collect_state.json").write_text(json.dumps({"failed": []}))
+    torch.manual_seed(0)
+    cfg = ControlConfig(obs="state", width=16, depth=1, chunk=4, n_action_steps=2, flow_steps=2)
+    model = ControlPolicy(cfg)
+    save_policy(root / "policy", model.state_dict(), cfg, ["reach-v3"])
+    state = root / "policy" / "train_state"
+    state.mkdir()
+    for name in ("weights", "ema"):
+        shutil.copy(root / "policy" / "model.safetensors", state / f"{name}.safetensors")
+    (state / "state.json").write_text(json.dumps({"step": 1, "minutes": 0.0, "settings": {}}))
+    ev = root / "ev_partial"
+    ev.mkdir()
+    settings = {"policy_sha256": policy_hash(root / "policy"), "tasks": ["reach-v3"], "protocol": "heldout",
+                "episodes": 2, "flow_steps": 2}
+    (ev / SETTINGS_FILE).write_text(json.dumps(settings))
+    row = {"task": "reach-v3", "protocol": "heldout", "seed": 0, "flow_steps": 2, "success": False, "steps": 500}
+    (ev / "episodes.jsonl").write_text(json.dumps(row) + "\n")
 
 
 def copy_world(template: Path, dest: Path) -> Path:

@@ -80,6 +80,22 @@ EVAL = ["eval", "--model", "{w}/model", "--dataset", "arc1", "--limit", "1", "--
 TRAIN = ["train", "--config", "{w}/t.yaml"]
 GOOD_TRAIN = "out_dir: {w}/run\npreset: tiny\noptim: {steps: 2, rows: 1, row_len: 2048}\n"
 
+# robot: a tiny state-only dataset, a tiny policy and a cut evaluation (reliability_world.build_robot_world)
+RCOL = ["robot", "collect", "--tasks", "reach-v3", "--episodes", "1", "--image-size", "0", "--out", "{w}/col"]
+RTRAIN = ["robot", "train", "--data", "{w}/robot_data", "--out", "{w}/rt", "--obs", "state", "--steps", "1"]
+RTRAINC = [*RTRAIN, "--config", "{w}/bad.yaml"]
+RTRAIN_RESUME = ["robot", "train", "--data", "{w}/robot_data", "--out", "{w}/policy", "--obs", "state"]
+REVAL = ["robot", "eval", "--policy", "{w}/policy", "--tasks", "reach-v3", "--episodes", "2", "--out", "{w}/rev"]
+REVAL_PART = ["robot", "eval", "--policy", "{w}/policy", "--tasks", "reach-v3", "--episodes", "2",
+              "--out", "{w}/ev_partial"]
+RLAT = ["robot", "latency", "--policy", "{w}/policy", "--task", "reach-v3"]
+RCONV = ["robot", "convert", "{w}/robot_data", "--out", "{w}/conv"]
+RSHOW = ["robot", "show", "{w}/robot_data"]
+RINFO = "robot_data/meta/info.json"
+PCFG = "policy/config.json"
+OUTSIDE = "../outside/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+EPISODE_ROW = {"task": "reach-v3", "protocol": "heldout", "seed": 0, "flow_steps": 2, "success": False, "steps": 500}
+
 
 def _train_yaml(text: str) -> Callable[[Path], None]:
     def f(w: Path) -> None:
@@ -274,6 +290,94 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     ("extract", "--store-dtype int8", [*EXTRACT, "--store-dtype", "int8"], None),
     ("extract", "truncated teacher weights", EXTRACT, _truncate("hf/model.safetensors")),
     ("extract", "sage teacher (not extracted)", _with(EXTRACT, "--teacher", "sage"), None),
+    # ---- robot collect
+    *[("robot collect", f"{o} {v}", _with(RCOL, o, v), None) for o, v in [
+        ("--image-size", "-2"), ("--image-size", "7"), ("--image-size", "16"), ("--image-size", "100000"),
+        ("--episodes", "0"), ("--episodes", "-1"), ("--episodes", "1000000"), ("--workers", "-1"),
+        ("--workers", "1000"), ("--after-success", "-1"), ("--tasks", "push-v9"), ("--tasks", ""),
+        ("--tasks", "reach-v3,reach-v3"), ("--out", "{w}/afile.txt"), ("--out", "{w}/afile.txt/sub"),
+        ("--out", "{w}/hf")]],
+    ("robot collect", "resume: collect_state.json truncated", _with(RCOL, "--out", "{w}/robot_data"),
+     _write("robot_data/collect_state.json", '{"failed": [["reach-v3", ')),
+    ("robot collect", "resume: collect_state.json seeds not pairs", _with(RCOL, "--out", "{w}/robot_data"),
+     _json("robot_data/collect_state.json", {"failed": [["reach-v3"]]})),
+    ("robot collect", "resume: other --image-size", _with(_with(RCOL, "--out", "{w}/robot_data"), "--image-size",
+                                                         "64"), None),
+    ("robot collect", "resume: info.json not JSON", _with(RCOL, "--out", "{w}/robot_data"), _write(RINFO, "{")),
+    # ---- robot train
+    *[("robot train", f"{o} {v}", _with(RTRAIN, o, v), None) for o, v in [
+        ("--device", "tpu"), ("--device", "cuda"), ("--steps", "0"), ("--steps", "-1"), ("--batch", "0"),
+        ("--obs", "video"), ("--tasks", "push-v9"), ("--data", "{w}/nope"), ("--data", "{w}/afile.txt"),
+        ("--out", "{w}/afile.txt"), ("--out", "{w}/afile.txt/sub"), ("--config", "{w}/nope.yaml")]],
+    *[("robot train", case, RTRAINC, _yaml(text)) for case, text in [
+        ("width: 100000 (40 GB)", "width: 100000\n"), ("flow_steps: 65", "flow_steps: 65\n"),
+        ("lr: .nan", "lr: .nan\n"), ("n_action_steps > chunk", "chunk: 4\nn_action_steps: 8\n"),
+        ("unknown key", "widht: 16\n"), ("device: tpu", "device: tpu\n"), ("config a list", "- 1\n"),
+        ("tasks: an unknown one", "tasks: [reach-v3, push-v9]\n"), ("seed: 2**65", "seed: 36893488147419103232\n")]],
+    ("robot train", "data_path leaves the dataset", RTRAIN, _edit_json(RINFO, lambda i: i.update(data_path=OUTSIDE))),
+    ("robot train", "dataset fps 0.0001", RTRAIN, _edit_json(RINFO, lambda i: i.update(fps=0.0001))),
+    ("robot train", "resume: state.json truncated", RTRAIN_RESUME, _write("policy/train_state/state.json", '{"st')),
+    ("robot train", "resume: state.json step -1", RTRAIN_RESUME,
+     _json("policy/train_state/state.json", {"step": -1, "settings": {}})),
+    ("robot train", "resume: truncated weights", RTRAIN_RESUME, _truncate("policy/train_state/weights.safetensors")),
+    # ---- robot eval
+    *[("robot eval", f"{o} {v}", _with(REVAL, o, v), None) for o, v in [
+        ("--device", "tpu"), ("--device", "cuda"), ("--episodes", "0"), ("--episodes", "100000"),
+        ("--workers", "-1"), ("--workers", "1000"), ("--flow-steps", "0"), ("--flow-steps", "65"),
+        ("--flow-steps", "100000"), ("--videos", "-1"), ("--protocol", "train"), ("--tasks", "push-v9"),
+        ("--tasks", "push-v3"), ("--out", "{w}/afile.txt"), ("--out", "{w}/afile.txt/sub"), ("--policy", "{w}/nope"),
+        ("--policy", "{w}/adir"), ("--policy", "{w}/afile.txt")]],
+    ("robot eval", "config.json not JSON", REVAL, _write(PCFG, "{")),
+    ("robot eval", "config.json width 100000", REVAL, _edit_json(PCFG, lambda c: c["config"].update(width=100000))),
+    ("robot eval", "config.json disagrees with weights", REVAL,
+     _edit_json(PCFG, lambda c: c["config"].update(width=32))),
+    ("robot eval", "config.json tasks not a list", REVAL, _edit_json(PCFG, lambda c: c.update(tasks=5))),
+    ("robot eval", "truncated weights", REVAL, _truncate("policy/model.safetensors")),
+    ("robot eval", "resume: other --episodes", _with(REVAL_PART, "--episodes", "3"), None),
+    ("robot eval", "resume: other --flow-steps", [*REVAL_PART, "--flow-steps", "3"], None),
+    ("robot eval", "resume: other --tasks", _with(REVAL_PART, "--tasks", "reach-v3,push-v3"),
+     _edit_json(PCFG, lambda c: c.update(tasks=[]))),
+    ("robot eval", "resume: other --protocol", [*REVAL_PART, "--protocol", "fixed"], None),
+    ("robot eval", "resume: another policy", REVAL_PART, _edit_json(PCFG, lambda c: c.update(tasks=["reach-v3"],
+                                                                                             note="retrained"))),
+    ("robot eval", "resume: a bad line", REVAL_PART,
+     _write("ev_partial/episodes.jsonl", "{\n" + json.dumps(EPISODE_ROW) + "\n")),
+    ("robot eval", "resume: seed out of range", REVAL_PART,
+     _write("ev_partial/episodes.jsonl", json.dumps({**EPISODE_ROW, "seed": 7}) + "\n")),
+    ("robot eval", "resume: an episode twice", REVAL_PART,
+     _write("ev_partial/episodes.jsonl", (json.dumps(EPISODE_ROW) + "\n") * 2)),
+    ("robot eval", "resume: settings truncated", REVAL_PART, _truncate("ev_partial/eval_settings.json", 20)),
+    ("robot eval", "resume: no settings file", REVAL_PART, lambda w: (w / "ev_partial/eval_settings.json").unlink()),
+    # ---- robot latency
+    *[("robot latency", f"{o} {v}", _with(RLAT, o, v), None) for o, v in [
+        ("--device", "tpu"), ("--device", "cuda"), ("--flow-steps", "0"), ("--flow-steps", "65"),
+        ("--flow-steps", "abc"), ("--flow-steps", ","), ("--flow-steps", "2,2"), ("--task", "push-v9"),
+        ("--task", "reach-v3,push-v3"), ("--task", "push-v3"), ("--policy", "{w}/nope")]],
+    ("robot latency", "config.json width 100000", RLAT, _edit_json(PCFG, lambda c: c["config"].update(width=100000))),
+    ("robot latency", "truncated weights", RLAT, _truncate("policy/model.safetensors")),
+    # ---- robot convert
+    ("robot convert", "source missing", ["robot", "convert", "{w}/nope", "--out", "{w}/conv"], None),
+    ("robot convert", "source a file", ["robot", "convert", "{w}/afile.txt", "--out", "{w}/conv"], None),
+    ("robot convert", "source not a dataset", ["robot", "convert", "{w}/adir", "--out", "{w}/conv"], None),
+    *[("robot convert", f"--out {v}", _with(RCONV, "--out", v), None) for v in [
+        "{w}/afile.txt", "{w}/afile.txt/sub", "{w}/robot_data/sub", "{w}/hf"]],
+    ("robot convert", "data_path leaves the dataset", RCONV, _edit_json(RINFO, lambda i: i.update(data_path=OUTSIDE))),
+    ("robot convert", "fps NaN", RCONV, _edit_json(RINFO, lambda i: i.update(fps=float("nan")))),
+    ("robot convert", "fps 0.0001", RCONV, _edit_json(RINFO, lambda i: i.update(fps=0.0001))),
+    ("robot convert", "info.json not JSON", RCONV, _write(RINFO, "{")),
+    ("robot convert", "codebase_version v9", RCONV, _edit_json(RINFO, lambda i: i.update(codebase_version="v9"))),
+    # ---- robot show
+    ("robot show", "missing folder", ["robot", "show", "{w}/nope"], None),
+    ("robot show", "a file", ["robot", "show", "{w}/afile.txt"], None),
+    ("robot show", "info.json not JSON", RSHOW, _write(RINFO, "{")),
+    ("robot show", "fps inf", RSHOW, _edit_json(RINFO, lambda i: i.update(fps=float("inf")))),
+    ("robot show", "fps 0", RSHOW, _edit_json(RINFO, lambda i: i.update(fps=0))),
+    ("robot show", "data_path leaves the dataset", RSHOW, _edit_json(RINFO, lambda i: i.update(data_path=OUTSIDE))),
+    ("robot show", "data_path absolute", RSHOW, _edit_json(RINFO, lambda i: i.update(data_path="/etc/passwd"))),
+    ("robot show", "truncated data file", RSHOW, _truncate("robot_data/data/chunk-000/file-000.parquet")),
+    ("robot show", "truncated episode metadata", RSHOW,
+     _truncate("robot_data/meta/episodes/chunk-000/file-000.parquet")),
+    ("robot show", "value given to --json", [*RSHOW, "--json=yes"], None),
     # ---- features validate
     ("features validate", "missing folder", ["features", "validate", "{w}/nope"], None),
     ("features validate", "a file, not a folder", ["features", "validate", "{w}/afile.txt"], None),
@@ -329,7 +433,7 @@ def test_bad_input(cli, world_template: Path, tmp_path: Path, command: str, case
 def test_the_world_is_valid(cli, world_template: Path, tmp_path: Path) -> None:
     """The cases break one thing each: unbroken, the same commands succeed."""
     w = copy_world(world_template, tmp_path / "w")
-    for argv in (["data", "validate", "{w}/challenges.json"], BASE, SCORE, RENDER, SHOW, FV, EXTRACT):
+    for argv in (["data", "validate", "{w}/challenges.json"], BASE, SCORE, RENDER, SHOW, FV, EXTRACT, RSHOW, RCONV):
         code, _, err = cli(*[a.replace("{w}", str(w)) for a in argv])
         assert code == 0, (argv, err)
 

@@ -129,7 +129,19 @@ def test_collect_resumes_without_duplicates(tmp_path: Path) -> None:
     collect(out, ["reach-v3", "drawer-close-v3"], 1, image_size=None)
     # a kill after the data flush: an orphan file of a later wave must not count
     (out / "data" / "chunk-000" / "file-999.parquet").write_bytes(b"partial")
+    # the user's own hidden files survive the resume; only the collection's own temp files go
+    users = [out / ".notes.tmp", out / "data" / ".mine.tmp", out / "data" / "chunk-000" / ".x.parquet.tmp"]
+    for p in users:
+        p.write_text("mine")
+    (out / ".collect_state.json.abc_1.tmp").write_text("{")
     summary = collect(out, ["reach-v3", "drawer-close-v3"], 2, image_size=None)
+    assert all(p.read_text() == "mine" for p in users) and not (out / ".collect_state.json.abc_1.tmp").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("mine")
+    with pytest.raises(SageError, match="not a dataset `robot collect` made"):
+        collect(foreign, ["reach-v3"], 1, image_size=None)
+    assert [p.name for p in foreign.iterdir()] == ["thesis.txt"]
     from sage_distill.robot.datasets import open_dataset
 
     ds = open_dataset(out)
@@ -176,3 +188,45 @@ def test_smoke_state_heldout_success(state_data: Path, tmp_path: Path) -> None:
     again = evaluate(cfg.out, SMOKE_TASKS, "heldout", 10, tmp_path / "eval")
     assert again["per_task"] == summary["per_task"]
     assert len((tmp_path / "eval" / "episodes.jsonl").read_text().splitlines()) == 30
+
+
+def test_eval_killed_resumes_to_the_unbroken_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill during `robot eval` (after one episode's row, and in the middle of the next row's write) resumes
+    to the same per-episode rows as an unbroken run; other settings are refused; --restart deletes only the
+    command's own files."""
+    from sage_distill.robot import evaluate as ev
+    from sage_distill.robot.train import save_policy
+
+    torch.manual_seed(0)
+    cfg = ControlConfig(obs="state", width=16, depth=1, chunk=4, n_action_steps=4, flow_steps=2)
+    save_policy(tmp_path / "pol", ControlPolicy(cfg).state_dict(), cfg, ["reach-v3"])
+    args = (tmp_path / "pol", ["reach-v3"], "heldout", 3)
+    whole = evaluate(*args, tmp_path / "a")
+    rows = lambda d: sorted((tmp_path / d / "episodes.jsonl").read_text().splitlines())  # noqa: E731
+
+    real = ev.run_episodes
+
+    def killed(*a, **k):
+        on_done = a[-1]
+
+        def once(i, *rest):
+            on_done(i, *rest)
+            (tmp_path / "b" / "episodes.jsonl").open("a").write('{"task": "reach-v3", "proto')  # a half-written row
+            raise KeyboardInterrupt
+
+        return real(*a[:-1], once, **k)
+
+    monkeypatch.setattr(ev, "run_episodes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(*args, tmp_path / "b")
+    monkeypatch.setattr(ev, "run_episodes", real)
+    assert len(rows("b")) == 2  # one whole row, one cut short
+    with pytest.raises(SageError, match=r"other settings \(episodes\)"):
+        evaluate(tmp_path / "pol", ["reach-v3"], "heldout", 4, tmp_path / "b")
+    resumed = evaluate(*args, tmp_path / "b")
+    assert rows("b") == rows("a") and resumed["per_task"] == whole["per_task"]
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    (tmp_path / "b" / ".mine.tmp").write_text("mine")
+    evaluate(tmp_path / "pol", ["reach-v3"], "heldout", 1, tmp_path / "b", restart=True)
+    assert len(rows("b")) == 1 and (tmp_path / "b" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "b" / ".mine.tmp").exists()

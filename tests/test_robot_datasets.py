@@ -510,3 +510,60 @@ def test_cross_backend_read(tmp_path, monkeypatch):
     except DatasetError as err:
         assert err.file == str(tmp_path / "av1" / "videos" / CAM / "chunk-000" / "file-000.mp4")
         assert "cannot decode av1 without PyAV; install av" in str(err)
+
+
+# ------------------------------------------------------------------------------------------- bounds (issue 18)
+
+STATE_FEATURES = {k: f for k, f in FEATURES.items() if f["dtype"] != "video"}
+
+
+def state_dataset(root: Path, action_value: float | None = None) -> Path:
+    """Two tiny state-only episodes (no video: cheap); `action_value` written into episode 1, row 2."""
+    w = LeRobotWriter(root, fps=10, robot_type="sawyer", features=STATE_FEATURES)
+    for e in range(2):
+        frames = {k: v for k, v in synthetic(e, 5).items() if k in STATE_FEATURES}
+        if e == 1 and action_value is not None:
+            frames["action"][2, 1] = action_value
+        w.add_episode(frames, task="reach-v3", extra=extra(e))
+    w.close()
+    return root
+
+
+def test_writer_deletes_only_its_own_temp_files(tmp_path):
+    root = state_dataset(tmp_path / "ds")
+    mine = [root / ".notes.tmp", root / "data" / ".backup.tmp", root / "meta" / ".my.json.tmp",
+            root / "sub" / ".file-000.parquet.x.tmp"]
+    for p in mine:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("the user's")
+    own = root / "data" / "chunk-000" / ".file-001.parquet.k2j_x.tmp"
+    own.write_bytes(b"half")
+    LeRobotWriter(root, fps=10, robot_type="sawyer", features=STATE_FEATURES)
+    assert all(p.read_text() == "the user's" for p in mine) and not own.exists()
+
+
+@pytest.mark.parametrize("template", ["../outside/file-{file_index:03d}.parquet", "/etc/{chunk_index}.parquet",
+                                      "data/../../x/{file_index}.parquet"])
+def test_reader_refuses_paths_outside_the_dataset(tmp_path, template):
+    root = state_dataset(tmp_path / "ds")
+    edit_json(root / "meta" / "info.json", lambda i: i.update(data_path=template))
+    with pytest.raises(DatasetError, match="leaves the dataset folder") as err:
+        open_dataset(root)
+    assert err.value.where == "data_path" and err.value.file == str(root / "meta" / "info.json")
+
+
+@pytest.mark.parametrize("fps", [float("nan"), float("inf"), 0, -5, 0.0001, 1e9])
+def test_reader_refuses_absurd_fps(tmp_path, fps):
+    root = state_dataset(tmp_path / "ds")
+    edit_json(root / "meta" / "info.json", lambda i: i.update(fps=fps))
+    with pytest.raises(DatasetError, match="frames per second") as err:
+        open_dataset(root)
+    assert err.value.where == "fps"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 3e12])
+def test_reader_refuses_non_finite_numbers(tmp_path, value):
+    root = state_dataset(tmp_path / "ds", action_value=value)
+    with pytest.raises(DatasetError, match=r"episode 1 row 2 value 1") as err:
+        open_dataset(root)
+    assert err.value.where == "action" and err.value.file.endswith("file-000.parquet")

@@ -310,11 +310,14 @@ def robot_eval(policy: Annotated[Path, Opt("--policy", help="Policy folder from 
                workers: Annotated[int, Opt("--workers", help="Simulator processes (0 = in this one).")] = 0,
                flow_steps: Annotated[int | None, Opt("--flow-steps", help="Euler steps per chunk.")] = None,
                videos: Annotated[int, Opt("--videos", help="GIFs of the first N seeds of each task.")] = 1,
+               restart: Annotated[bool, Opt("--restart", help="Start afresh: delete this command's own files in "
+                                                              "--out (episodes.jsonl, summary, GIFs) first.")
+                                  ] = False,
                ) -> None:
-    """Closed-loop success rate per task on held-out seeds, headless."""
+    """Closed-loop success rate per task on held-out seeds, headless; a rerun resumes (same settings only)."""
     from .robot.commands import eval_command
 
-    print(eval_command(policy, tasks, protocol, episodes, out, device, workers, flow_steps, videos))
+    print(eval_command(policy, tasks, protocol, episodes, out, device, workers, flow_steps, videos, restart))
 
 
 @robot_app.command("latency")
@@ -325,9 +328,8 @@ def robot_latency(policy: Annotated[Path, Opt("--policy", help="Policy folder fr
                   ) -> None:
     """Milliseconds per action chunk at batch 1 (encode + K Euler steps), median of 30."""
     from .robot.commands import latency_command
-    from .robot.envs import task_set
 
-    print(latency_command(policy, device, task_set(task)[0], [int(k) for k in steps.split(",") if k.strip()]))
+    print(latency_command(policy, device, task, steps))
 
 
 @robot_app.command("convert")

@@ -70,16 +70,53 @@ def _run_wave(pool: EnvPool, variants: list[Variant], expert: MetaWorldExpert, i
             for v, ok, f in zip(variants, success, frames, strict=True)]
 
 
+STATE_FILE = "collect_state.json"  # {"failed": [[task, seed], ...]}: written first, it marks the folder as ours
+
+
+def read_collect_state(out: Path) -> list[list]:
+    """The (task, seed) pairs known to fail, from `collect_state.json`; one SageError when it is malformed."""
+    path = out / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SageError(f"unreadable or truncated ({' '.join(str(exc).split())[:150]}); delete it to retry "
+                        "the failed seeds", file=path) from None
+    failed = state.get("failed") if isinstance(state, dict) else None
+    if not isinstance(failed, list):
+        raise SageError("expected an object with a 'failed' list", file=path)
+    for i, pair in enumerate(failed):
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+                and isinstance(pair[1], int) and not isinstance(pair[1], bool) and pair[1] >= 0):
+            raise SageError(f"expected [task, seed], got {str(pair)[:40]}", file=path, where=f"failed[{i}]")
+    return failed
+
+
+def check_collect_out(out: Path, image_size: int | None) -> None:
+    """`--out` can take this collection: absent, empty, or a dataset an earlier `robot collect` made (its state
+    file valid, its info.json of the same features). Nothing is written here."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / STATE_FILE).is_file():
+        raise SageError(f"{out} exists, is not empty and is not a dataset `robot collect` made (no {STATE_FILE}); "
+                        "give a new or empty folder", where="--out")
+    read_collect_state(out)
+    info = out / "meta" / "info.json"
+    if info.is_file():
+        LeRobotWriter.check_resumable(out, fps=FPS, features=features(image_size))
+
+
 def collect(out: str | Path, tasks: list[str], episodes: int, image_size: int | None = 128, workers: int = 0,
             max_attempts: int = 3, wave: int = 64, episodes_per_file: int = 50, after_success: int = 20) -> dict:
     """Write `episodes` successful expert demonstrations per task into `out` (LeRobot v3.0)."""
     if episodes < 1:
         raise SageError("must be at least 1", where="--episodes")
     out = Path(out)
+    check_collect_out(out, image_size)
+    state_path = out / STATE_FILE
+    failed: list[list] = read_collect_state(out) if state_path.is_file() else []
     writer = LeRobotWriter(out, fps=FPS, robot_type="sawyer", features=features(image_size),
                            episodes_per_file=episodes_per_file)
-    state_path = out / "collect_state.json"
-    failed: list[list] = json.loads(state_path.read_text())["failed"] if state_path.is_file() else []
+    atomic_write_json(state_path, {"failed": failed})  # first: it marks the folder as a collection's
     tried = {(e.extra["task_name"], int(e.extra["seed"])) for e in writer.done()} | {(t, s) for t, s in failed}
     have = Counter(e.extra["task_name"] for e in writer.done())
     next_seed = {t: 1 + max([s for (n, s) in tried if n == t], default=-1) for t in tasks}

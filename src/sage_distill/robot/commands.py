@@ -8,45 +8,85 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
+MAX_EPISODES = 10_000
+MAX_WORKERS = 64
+MAX_FLOW_STEPS = 64
+
+
+def _bounded(value: int, lo: int, hi: int, option: str) -> int:
+    if not lo <= value <= hi:
+        raise ConfigError(f"must be {lo}..{hi}, got {value}", where=option)
+    return value
+
 
 def collect_command(out: Path, tasks: str, episodes: int, image_size: int, workers: int,
                     after_success: int = 20) -> str:
-    from .collect import collect
+    from ..errors import check_output_dir
+    from .collect import check_collect_out, collect
     from .envs import task_set
 
-    if image_size < 0 or image_size % 2:
-        raise ConfigError("must be 0 (state only) or an even number of pixels", where="--image-size")
-    if after_success < 0:
-        raise ConfigError("must be 0 or more", where="--after-success")
-    s = collect(out, task_set(tasks), episodes, image_size or None, workers, after_success=after_success)
+    if image_size != 0 and (not 32 <= image_size <= 512 or image_size % 2):
+        raise ConfigError(f"must be 0 (state only) or an even number of pixels 32..512, got {image_size}",
+                          where="--image-size")
+    _bounded(episodes, 1, MAX_EPISODES, "--episodes")
+    _bounded(workers, 0, MAX_WORKERS, "--workers")
+    _bounded(after_success, 0, 500, "--after-success")
+    names = task_set(tasks)
+    check_output_dir(out)
+    check_collect_out(out, image_size or None)
+    s = collect(out, names, episodes, image_size or None, workers, after_success=after_success)
     return (f"wrote {s['demos']} expert demonstrations of {len(s['tasks'])} tasks to {out} "
             f"(expert success {s['expert_success']:.1%} on train variants)")
 
 
 def train_command(data: Path, out: Path, config: Path | None, overrides: dict) -> str:
+    from ..errors import check_output_dir
     from ..utils.config import load_config
-    from .train import RobotTrainConfig, train
+    from ..utils.device import check_device
+    from .train import RobotTrainConfig, check_resume_state, train
 
     given = {k: v for k, v in overrides.items() if v is not None}
     cfg = load_config(RobotTrainConfig, config, given, base={"data": data, "out": out}, what="robot training config")
+    check_device(cfg.device, "--device" if "device" in given or config is None else f"{config}: device")
+    if not cfg.data.is_dir():
+        raise ConfigError(f"{cfg.data} is not a dataset folder", where="--data")
+    check_output_dir(cfg.out)
+    check_resume_state(cfg.out)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     last = train(cfg)
     return f"trained {cfg.obs} policy to step {last.get('step')} (loss {last.get('loss', float('nan')):.4f}) in {out}"
 
 
 def eval_command(policy: Path, tasks: str, protocol: str, episodes: int, out: Path, device: str, workers: int,
-                 flow_steps: int | None, videos: int) -> str:
+                 flow_steps: int | None, videos: int, restart: bool = False) -> str:
+    from ..errors import check_output_dir
+    from ..utils.device import check_device
     from .envs import task_set
     from .evaluate import evaluate
 
-    s = evaluate(policy, task_set(tasks), protocol, episodes, out, device, workers, flow_steps, videos)
+    if protocol not in ("heldout", "fixed"):
+        raise ConfigError("must be heldout or fixed (train variants are what the policy was trained on)",
+                          where="--protocol")
+    _bounded(episodes, 1, MAX_EPISODES, "--episodes")
+    _bounded(workers, 0, MAX_WORKERS, "--workers")
+    _bounded(videos, 0, 100, "--videos")
+    if flow_steps is not None:
+        _bounded(flow_steps, 1, MAX_FLOW_STEPS, "--flow-steps")
+    names = task_set(tasks)
+    check_device(device)
+    check_output_dir(out)
+    s = evaluate(policy, names, protocol, episodes, out, device, workers, flow_steps, videos, restart=restart)
     return (f"{protocol} variants, {episodes} episodes/task, K={s['flow_steps']}: mean success "
             f"{s['mean_success']:.1%} over {len(s['per_task'])} tasks; {out / 'summary.json'}")
 
 
 def convert_command(src: Path, out: Path) -> str:
+    from ..errors import check_output_dir
     from .datasets import convert
 
+    check_output_dir(out)
+    if src.exists() and out.resolve().is_relative_to(src.resolve()):
+        raise ConfigError(f"{out} is inside the source dataset {src}; give a folder outside it", where="--out")
     ds = convert(src, out)
     return f"converted to LeRobot {ds.version}: {len(ds.episodes)} episodes in {out}" + (
         f" (fixes: {'; '.join(ds.fixes)})" if ds.fixes else "")
@@ -62,13 +102,44 @@ def show_command(path: Path, as_json: bool) -> str:
     return describe(ds)
 
 
-def latency_command(policy: Path, device: str, task: str, steps: list[int]) -> str:
-    """Batch-1 milliseconds per action chunk for each number of Euler steps, on a real first frame."""
-    from .envs import MetaWorldEnv, Variant
+def parse_flow_steps(text: str) -> list[int]:
+    """`--flow-steps 1,2,4,8` of `robot latency`: each 1..64, at least one, none twice."""
+    steps = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            k = int(part)
+        except ValueError:
+            raise ConfigError(f"{part!r} is not a whole number (comma-separated step counts)",
+                              where="--flow-steps") from None
+        steps.append(_bounded(k, 1, MAX_FLOW_STEPS, "--flow-steps"))
+    if not steps:
+        raise ConfigError("no step count given", where="--flow-steps")
+    if len(set(steps)) != len(steps):
+        raise ConfigError("a step count is given twice", where="--flow-steps")
+    return steps
+
+
+def latency_command(policy: Path, device: str, task: str, steps: str | list[int]) -> str:
+    """Batch-1 milliseconds per action chunk for each number of Euler steps (`--flow-steps 1,2,4,8`), on a real
+    first frame of one task."""
+    from ..utils.device import check_device
+    from .envs import MetaWorldEnv, Variant, task_set
     from .evaluate import chunk_latency
     from .train import load_policy
 
-    model, _ = load_policy(policy, device)
+    names = task_set(task, "--task")
+    if len(names) != 1:
+        raise ConfigError(f"give one task, got {len(names)}", where="--task")
+    task = names[0]
+    steps = parse_flow_steps(steps) if isinstance(steps, str) else [_bounded(k, 1, MAX_FLOW_STEPS, "--flow-steps")
+                                                                    for k in steps]
+    check_device(device)
+    model, trained = load_policy(policy, device)
+    if trained and task not in trained:
+        raise ConfigError(f"the policy was not trained on {task}", where="--task")
     size = model.cfg.image_size if model.cfg.obs == "pixels" else None
     env = MetaWorldEnv(task, size)
     obs = env.reset(Variant(task, "heldout", 0))

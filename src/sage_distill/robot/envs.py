@@ -52,8 +52,8 @@ def all_tasks() -> list[str]:
     return sorted(ALL_V3_ENVIRONMENTS)
 
 
-def task_set(name: str) -> list[str]:
-    """`mt10`, `mt50`, or a comma-separated list of task names."""
+def task_set(name: str, option: str = "--tasks") -> list[str]:
+    """`mt10`, `mt50`, or a comma-separated list of task names (`option`: where an error points)."""
     if name.lower() == "mt10":
         return list(MT10)
     if name.lower() == "mt50":
@@ -62,9 +62,12 @@ def task_set(name: str) -> list[str]:
     known = set(all_tasks())
     for t in tasks:
         if t not in known:
-            raise SageError(f"unknown Meta-World task {t!r}; use mt10, mt50 or names such as push-v3", where="--tasks")
+            raise SageError(f"unknown Meta-World task {t!r}; use mt10, mt50 or names such as push-v3", where=option)
     if not tasks:
-        raise SageError("no task given", where="--tasks")
+        raise SageError("no task given", where=option)
+    twice = next((t for i, t in enumerate(tasks) if t in tasks[:i]), None)
+    if twice:
+        raise SageError(f"{twice} is listed twice", where=option)
     return tasks
 
 

@@ -9,8 +9,10 @@ resumes where it stopped; `summary.json`, `success.png` and a few GIFs are writt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
 import zlib
 from collections import defaultdict
@@ -97,29 +99,124 @@ def run_episodes(policy: ControlPolicy, variants: list[Variant], pool: EnvPool, 
     return {"calls": calls, "chunks": chunks, "policy_seconds": seconds}
 
 
+SETTINGS_FILE = "eval_settings.json"  # what episodes.jsonl was run with; a resume must match it
+_GIF_RE = re.compile(r"[A-Za-z0-9_-]+_(heldout|fixed)\d+_(ok|fail)(\.tmp)?\.gif")
+
+
+def policy_hash(policy_dir: Path) -> str:
+    """sha256 of the policy's config.json and weights: an evaluation resumes only with the same policy."""
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        with (policy_dir / name).open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def read_episodes(path: Path, settings: dict) -> dict[tuple, dict]:
+    """The finished episodes of a partial evaluation, each checked against its settings. A last line cut short
+    by a kill (no newline, not JSON) is dropped: that episode runs again. Anything else malformed is one
+    SageError naming the line."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SageError(f"unreadable ({exc})", file=path) from None
+    lines = text.split("\n")
+    done: dict[tuple, dict] = {}
+    tasks, episodes = set(settings["tasks"]), settings["episodes"]
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError:
+            if n == len(lines):  # the unfinished write of a killed run
+                continue
+            raise SageError("not valid JSON; rerun with --restart to start afresh", file=path,
+                            where=f"line {n}") from None
+        ok = (isinstance(r, dict) and r.get("task") in tasks and r.get("protocol") == settings["protocol"]
+              and isinstance(r.get("seed"), int) and not isinstance(r.get("seed"), bool)
+              and 0 <= r["seed"] < episodes and r.get("flow_steps") == settings["flow_steps"]
+              and isinstance(r.get("success"), bool) and isinstance(r.get("steps"), int)
+              and not isinstance(r.get("steps"), bool) and r["steps"] >= 0)
+        if not ok:
+            raise SageError("not an episode of this evaluation's settings (task, protocol, seed < --episodes, "
+                            "flow_steps, success, steps); rerun with --restart", file=path, where=f"line {n}")
+        key = (r["task"], r["protocol"], r["seed"], r["flow_steps"])
+        if key in done:
+            raise SageError(f"episode {r['task']} seed {r['seed']} is listed twice", file=path, where=f"line {n}")
+        done[key] = r
+    return done
+
+
+def _own_files(out: Path) -> list[Path]:
+    """What `robot eval` writes in --out, and nothing else: --restart deletes these only."""
+    names = ["episodes.jsonl", SETTINGS_FILE, "summary.json", "success.png", "success.tmp.png"]
+    files = [out / n for n in names if (out / n).is_file()]
+    tmp = re.compile(r"\.(summary\.json|eval_settings\.json)\.[A-Za-z0-9_]+\.tmp")
+    files += [p for p in out.iterdir() if p.is_file() and tmp.fullmatch(p.name)] if out.is_dir() else []
+    videos = out / "videos"
+    if videos.is_dir():
+        files += [p for p in videos.iterdir() if p.is_file() and _GIF_RE.fullmatch(p.name)]
+    return files
+
+
 def evaluate(policy_dir: str | Path, tasks: list[str], protocol: str, episodes: int, out: str | Path,
              device: str = "cpu", workers: int = 0, flow_steps: int | None = None, videos: int = 2,
-             parallel: int = 500) -> dict:
+             parallel: int = 500, restart: bool = False) -> dict:
+    """Every check first (options, the policy, a partial run's settings and rows); only then is --out made."""
     if protocol not in ("heldout", "fixed"):
         raise SageError("must be heldout or fixed (train variants are what the policy was trained on)",
                         where="--protocol")
     if episodes < 1:
         raise SageError("must be at least 1", where="--episodes")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if flow_steps is not None and not 1 <= flow_steps <= 64:
+        raise SageError(f"must be 1..64, got {flow_steps}", where="--flow-steps")
+    out, policy_dir = Path(out), Path(policy_dir)
+    if out.exists() and not out.is_dir():
+        raise SageError(f"{out} is an existing file; give a directory", where="--out")
     dev = torch.device(device)
     policy, trained = load_policy(policy_dir, device)
     unknown = [t for t in tasks if trained and t not in trained]
     if unknown:
         raise SageError(f"the policy was not trained on {', '.join(unknown)}", where="--tasks")
-    log_path = out / "episodes.jsonl"
-    done = {}
-    if log_path.is_file():
-        for line in log_path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[(r["task"], r["protocol"], r["seed"], r["flow_steps"])] = r
+    log_path, settings_path = out / "episodes.jsonl", out / SETTINGS_FILE
     steps_k = flow_steps or policy.cfg.flow_steps
+    settings = {"policy_sha256": policy_hash(policy_dir), "tasks": list(tasks), "protocol": protocol,
+                "episodes": episodes, "flow_steps": steps_k}
+    done = {}
+    if not restart and log_path.exists():
+        if not settings_path.is_file():
+            raise SageError(f"a partial evaluation without {SETTINGS_FILE} (another version or command); rerun "
+                            "with --restart to start afresh", file=log_path)
+        try:
+            saved = json.loads(settings_path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise SageError("unreadable or truncated; rerun with --restart", file=settings_path) from None
+        if not isinstance(saved, dict):
+            raise SageError("expected a JSON object; rerun with --restart", file=settings_path)
+        differ = [k for k in settings if saved.get(k) != settings[k]]
+        if differ:
+            raise SageError(f"the partial evaluation in {out} was run with other settings ({', '.join(differ)}); "
+                            "give the same ones, another --out, or --restart", where="--out")
+        done = read_episodes(log_path, settings)
+        text = log_path.read_bytes()
+        if text and not text.endswith(b"\n"):  # a kill mid-line: end the file where the last whole row ends
+            last = text[text.rfind(b"\n") + 1:]
+            try:
+                json.loads(last)
+                keep = text + b"\n"
+            except ValueError:
+                keep = text[: text.rfind(b"\n") + 1]
+            log_path.write_bytes(keep)
+    if restart:
+        for p in _own_files(out):
+            p.unlink(missing_ok=True)
+        if (out / "videos").is_dir() and not any((out / "videos").iterdir()):
+            (out / "videos").rmdir()
+    out.mkdir(parents=True, exist_ok=True)
+    if restart or not log_path.exists():
+        atomic_write_json(settings_path, settings, indent=1)
     todo = [Variant(t, protocol, s) for t in tasks for s in range(episodes)
             if (t, protocol, s, steps_k) not in done]
     image_size = policy.cfg.image_size if policy.cfg.obs == "pixels" else None

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors.torch import load_file
 from tqdm import tqdm
 
@@ -40,26 +40,48 @@ class RobotTrainConfig(BaseModel):
     obs: str = Field("pixels", pattern="^(pixels|state)$")
     tasks: list[str] | None = None  # default: every task in the dataset
     episodes_per_task: int | None = Field(None, ge=1)  # default: all
-    steps: int = Field(20_000, ge=1)
-    batch: int = Field(256, ge=1)
-    lr: float = Field(3e-4, gt=0)
-    warmup: int = Field(500, ge=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    steps: int = Field(20_000, ge=1, le=10_000_000)
+    batch: int = Field(256, ge=1, le=65_536)
+    lr: float = Field(3e-4, gt=0, le=1, allow_inf_nan=False)
+    warmup: int = Field(500, ge=0, le=10_000_000)
+    weight_decay: float = Field(1e-4, ge=0, le=10, allow_inf_nan=False)
     ema_decay: float = Field(0.999, ge=0, lt=1)
     schedule: Literal["wsd", "cosine"] = "cosine"
-    grad_clip: float = Field(1.0, gt=0)
-    minutes: float | None = Field(None, gt=0)  # train this long, the schedule on the wall clock
-    max_minutes: float | None = Field(None, gt=0)  # stop with a checkpoint after this long (resume later)
-    shift: int = Field(3, ge=0)  # random-shift augmentation in pixels (DrQ); large shifts blur where things are
-    chunk: int = Field(16, ge=1)
-    n_action_steps: int = Field(8, ge=1)
-    width: int = Field(512, ge=16)
-    depth: int = Field(4, ge=1)
-    flow_steps: int = Field(8, ge=1)
-    seed: int = 0
+    grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)
+    # train this long, the schedule on the wall clock
+    minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
+    # stop with a checkpoint after this long (resume later)
+    max_minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
+    shift: int = Field(3, ge=0, le=32)  # random-shift augmentation in pixels (DrQ); large shifts blur where things are
+    chunk: int = Field(16, ge=1, le=256)
+    n_action_steps: int = Field(8, ge=1, le=256)
+    width: int = Field(512, ge=16, le=4096)  # 4096 wide: ~0.5 GB of weights
+    depth: int = Field(4, ge=1, le=64)
+    flow_steps: int = Field(8, ge=1, le=64)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = "cpu"
     save_every: int = Field(2000, ge=1)
     log_every: int = Field(100, ge=1)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("no task given (leave tasks out for every task of the dataset)")
+            known = set(all_tasks())
+            bad = next((t for t in v if t not in known), None)
+            if bad is not None:
+                raise ValueError(f"unknown Meta-World task {bad!r}")
+            if len(set(v)) != len(v):
+                raise ValueError("a task is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _steps_within_chunk(self) -> RobotTrainConfig:
+        if self.n_action_steps > self.chunk:
+            raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed chunk ({self.chunk})")
+        return self
 
 
 def build_tables(cfg: RobotTrainConfig, device: torch.device) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -208,23 +230,106 @@ def save_policy(folder: Path, weights: dict[str, torch.Tensor], cfg: ControlConf
                                                "tasks": tasks}, indent=1)
 
 
+def read_safetensors_header(path: Path) -> dict[str, dict]:
+    """The tensors a safetensors file declares ({name: {"dtype", "shape", "data_offsets"}}), checked against
+    the file's size without reading the data: a truncated or corrupt file is one SageError naming it."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or n > min(size - 8, 100_000_000):
+                raise SageError("not a safetensors file, or truncated (bad header length)", file=path)
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SageError(f"unreadable safetensors header ({' '.join(str(exc).split())[:200]})", file=path) from None
+    if not isinstance(header, dict):
+        raise SageError("safetensors header is not an object", file=path)
+    header.pop("__metadata__", None)
+    end = 0
+    for name, t in header.items():
+        ok = (isinstance(t, dict) and isinstance(t.get("shape"), list) and isinstance(t.get("data_offsets"), list)
+              and len(t["data_offsets"]) == 2 and all(isinstance(d, int) and d >= 0 for d in t["shape"])
+              and all(isinstance(o, int) and o >= 0 for o in t["data_offsets"]))
+        if not ok:
+            raise SageError("malformed tensor entry in the safetensors header", file=path, where=name)
+        end = max(end, t["data_offsets"][1])
+    if 8 + n + end != size:
+        raise SageError(f"truncated or padded: the header says {8 + n + end} bytes, the file has {size}", file=path)
+    return header
+
+
 def load_policy(folder: str | Path, device: str = "cpu") -> tuple[ControlPolicy, list[str]]:
+    """A policy folder's model, after checking config.json (sizes within bounds) against the weights' header
+    (every tensor's shape), so that neither a wrong config nor a truncated file builds anything."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise SageError("not a policy folder (not a directory)", file=folder)
     cfg_path, weights = folder / "config.json", folder / "model.safetensors"
     for p in (cfg_path, weights):
         if not p.is_file():
             raise SageError("missing: not a trained control policy folder", file=p)
     try:
         meta = json.loads(cfg_path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SageError(f"not valid JSON ({' '.join(str(exc).split())[:200]})", file=cfg_path) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise SageError("expected an object with a 'config' object", file=cfg_path)
+    if meta.get("policy", "sage_control") != "sage_control":
+        raise SageError(f"{meta.get('policy')!r} is not a sage_control policy", file=cfg_path, where="policy")
+    tasks = meta.get("tasks", [])
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise SageError("expected a list of task names", file=cfg_path, where="tasks")
+    try:
         cfg = ControlConfig(**meta["config"])
-    except Exception as exc:
-        raise SageError(f"config: {' '.join(str(exc).split())[:300]}", file=cfg_path) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "config." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "config"
+        raise SageError(f"{first['msg'].removeprefix('Value error, ')} (got {str(first.get('input'))[:40]})",
+                        file=cfg_path, where=where) from None
+    except TypeError as exc:
+        raise SageError(f"config: {' '.join(str(exc).split())[:200]}", file=cfg_path) from None
+    header = read_safetensors_header(weights)
+    with torch.device("meta"):
+        expected = {k: list(v.shape) for k, v in ControlPolicy(cfg).state_dict().items()}
+    for k in sorted(expected.keys() | header.keys()):
+        if k not in header:
+            raise SageError(f"the weights lack {k!r}, which config.json's model needs", file=weights)
+        if k not in expected:
+            raise SageError(f"the weights hold {k!r}, which config.json's model has no place for", file=weights)
+        if header[k]["shape"] != expected[k]:
+            raise SageError(f"{k} has shape {header[k]['shape']} in the weights, config.json's model needs "
+                            f"{expected[k]}", file=cfg_path, where="config")
     model = ControlPolicy(cfg)
     try:
         model.load_state_dict(load_file(weights))
     except Exception as exc:
         raise SageError(f"weights do not fit the config: {' '.join(str(exc).split())[:300]}", file=weights) from None
-    return model.to(device).eval(), list(meta.get("tasks", []))
+    return model.to(device).eval(), tasks
+
+
+def check_resume_state(out: Path) -> None:
+    """A policy folder's resumable state, checked before anything loads or writes: `train_state/state.json`
+    (an object with a step and the settings) and every weights file it needs, whole (headers against sizes)."""
+    state = out / "train_state"
+    path = state / "state.json"
+    if not path.is_file():
+        return
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SageError(f"unreadable or truncated ({' '.join(str(exc).split())[:150]}); use a new --out",
+                        file=path) from None
+    step = meta.get("step") if isinstance(meta, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0 or not isinstance(meta.get("settings"), dict):
+        raise SageError("expected an object with a step (a whole number >= 0) and the settings", file=path)
+    minutes = meta.get("minutes", 0.0)
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 <= minutes < float("inf"):
+        raise SageError(f"expected minutes >= 0, got {minutes!r}", file=path, where="minutes")
+    for name in ("weights.safetensors", "ema.safetensors"):
+        if not (state / name).is_file():
+            raise SageError("missing: the checkpoint is incomplete; use a new --out", file=state / name)
+        read_safetensors_header(state / name)
 
 
 def train(cfg: RobotTrainConfig) -> dict[str, float]:

@@ -11,6 +11,23 @@ from .base import CHUNKS_SIZE, TOL_S, DatasetError, Episode, column_to_numpy, re
 from .layouts import EpisodeFiles, VideoRef
 from .video import frame_pts
 
+MIN_FPS, MAX_FPS = 0.1, 10_000.0  # frames per second a real recording can have
+MAX_ABS = 1e9  # no action, state or timestamp of a robot dataset is this large
+
+
+def check_finite(values: np.ndarray, file: Path, episode: int, key: str) -> None:
+    """Numbers of one column of one episode: finite and below MAX_ABS, or a DatasetError naming the file, the
+    episode, the field and the first bad row."""
+    if values.dtype.kind not in "fiu" or not values.size:
+        return
+    flat = values.reshape(len(values), -1)
+    bad = ~np.isfinite(flat) | (np.abs(flat) > MAX_ABS) if values.dtype.kind == "f" else np.abs(flat) > MAX_ABS
+    if bad.any():
+        r, c = (int(x[0]) for x in np.nonzero(bad))
+        what = "not a finite number" if values.dtype.kind == "f" and not np.isfinite(flat[r, c]) else \
+            f"out of range (|value| > {MAX_ABS:g})"
+        raise DatasetError(f"episode {episode} row {r} value {c} is {flat[r, c]!r}: {what}", file=file, where=key)
+
 
 class Checker:
     """The checks of `open_dataset`, with the bookkeeping for fixes."""
@@ -32,8 +49,9 @@ class Checker:
             if key not in info:
                 raise DatasetError("field is missing", file=path, where=key)
         fps = info["fps"]
-        if isinstance(fps, bool) or not isinstance(fps, int | float) or fps <= 0:
-            raise DatasetError(f"expected a positive number, got {fps!r}", file=path, where="fps")
+        if isinstance(fps, bool) or not isinstance(fps, int | float) or not MIN_FPS <= fps <= MAX_FPS:
+            raise DatasetError(f"expected frames per second {MIN_FPS:g}..{MAX_FPS:g}, got {fps!r}", file=path,
+                               where="fps")
         feats = info["features"]
         if not isinstance(feats, dict):
             raise DatasetError("expected an object", file=path, where="features")
@@ -131,8 +149,10 @@ class Checker:
                                    f"{e.length}", file=f.data, where="rows")
             for k, feat in feats.items():
                 if feat["dtype"] != "video":
-                    column_to_numpy(table, k, feat, f.data)  # raises on a missing column or wrong dims
+                    values = column_to_numpy(table, k, feat, f.data)  # raises on a missing column or wrong dims
+                    check_finite(values, f.data, e.index, k)
             ts = column_to_numpy(table, "timestamp", {"shape": [1]}, f.data).reshape(-1).astype(np.float64)
+            check_finite(ts, f.data, e.index, "timestamp")
             back = np.nonzero(np.diff(ts) <= 0)[0]
             if len(back):
                 r = int(back[0])

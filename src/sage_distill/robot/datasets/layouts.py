@@ -30,11 +30,17 @@ class EpisodeFiles:
 
 
 def _template(info: dict, name: str, info_path: Path, **kw) -> str:
+    """info.json's path template `name` filled in: a relative path that stays inside the dataset folder."""
     try:
-        return info[name].format(**kw)
-    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        rel = info[name].format(**kw)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
         raise DatasetError(f"template cannot be filled ({type(e).__name__}: {e})", file=info_path,
                            where=name) from None
+    parts = Path(rel).parts
+    if not rel or Path(rel).is_absolute() or ".." in parts or "\0" in rel:
+        raise DatasetError(f"{rel!r} leaves the dataset folder; paths must stay inside it", file=info_path,
+                           where=name)
+    return rel
 
 
 def _require_int(value: object, file: Path, where: str) -> int:
@@ -46,6 +52,9 @@ def _require_int(value: object, file: Path, where: str) -> int:
 def _episode(row: dict, file: Path, where: str, known: set[str]) -> Episode:
     index = _require_int(row.get("episode_index"), file, f"{where}, episode_index")
     length = _require_int(row.get("length"), file, f"{where}, length")
+    if index < 0 or length < 0:
+        raise DatasetError(f"expected whole numbers >= 0, got {index} and {length}", file=file,
+                           where=f"{where}, episode_index, length")
     tasks = row.get("tasks")
     if isinstance(tasks, np.ndarray):
         tasks = tasks.tolist()
@@ -116,8 +125,9 @@ def load_v3(root: Path, info: dict, info_path: Path) -> tuple[list[Episode], lis
                     continue
                 video = root / _template(info, "video_path", info_path, video_key=k, chunk_index=c, file_index=f)
                 lo, hi = row.get(f"videos/{k}/from_timestamp"), row.get(f"videos/{k}/to_timestamp")
-                if not isinstance(lo, int | float) or not isinstance(hi, int | float):
-                    raise DatasetError(f"expected numbers, got {lo!r} and {hi!r}", file=path,
+                if (not isinstance(lo, int | float) or not isinstance(hi, int | float)
+                        or not math.isfinite(lo) or not math.isfinite(hi) or not 0 <= lo <= hi):
+                    raise DatasetError(f"expected finite numbers 0 <= from <= to, got {lo!r} and {hi!r}", file=path,
                                        where=f"{where}, videos/{k}/from_timestamp, to_timestamp")
                 videos[k] = VideoRef(video, named=True, from_s=float(lo), to_s=float(hi))
             files.append(EpisodeFiles(data, slice(0, 0), videos))  # rows are found in the data file by the checks

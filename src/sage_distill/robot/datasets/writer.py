@@ -10,6 +10,7 @@ meta/stats.json is re-aggregated after every flush without reading the data back
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,26 @@ def aggregate_stats(per_episode: list[dict[str, dict[str, np.ndarray]]]) -> dict
     return out
 
 
+# The temp files this project's atomic writes leave when killed: `.{name}.{random}.tmp` beside `{name}`
+# (utils.io) and the video encoder's `.{name}.tmp.mp4`. Only those of the files a dataset holds count.
+_OWN_TMP = re.compile(r"\.(?P<name>(?:file-\d{3,}\.(?:parquet|mp4))|info\.json|stats\.json|tasks\.parquet"
+                      r"|collect_state\.json|collect_summary\.json|sage_collect\.json|sage_convert\.json)"
+                      r"\.[A-Za-z0-9_]+(?:\.tmp|" + re.escape(TMP_SUFFIX) + r")")
+
+
+def own_temp_files(root: Path) -> list[Path]:
+    """The temp files a killed writer (or collect / convert) left in the folders a dataset is made of: the
+    root, meta/, meta/episodes/chunk-*, data/chunk-*, videos/*/chunk-*. Anything else (a user's own hidden
+    file included) is never touched."""
+    dirs = [root, root / "meta", *root.glob("meta/episodes/chunk-*"), *root.glob("data/chunk-*"),
+            *root.glob("videos/*/chunk-*")]
+    out = []
+    for d in dirs:
+        if d.is_dir() and not d.is_symlink():
+            out += [p for p in d.iterdir() if p.is_file() and _OWN_TMP.fullmatch(p.name)]
+    return out
+
+
 class LeRobotWriter:
     """Writes LeRobot v3.0, resumable: re-opening a folder continues it (see the module docstring)."""
 
@@ -116,32 +137,49 @@ class LeRobotWriter:
         chunk, file = divmod(n, CHUNKS_SIZE)
         return self.root / template.format(chunk_index=chunk, file_index=file, **kw)
 
+    @classmethod
+    def check_resumable(cls, root: str | Path, *, fps: int, features: dict[str, dict]) -> None:
+        """Raise the DatasetError a writer on `root` would (another version, fps or features), writing nothing."""
+        info_path = Path(root) / "meta" / "info.json"
+        if info_path.is_file():
+            cls._check_info(info_path, fps, {k: cls._check_feature(cls, k, f) for k, f in features.items()
+                                             if k not in BOOKKEEPING})
+
+    @staticmethod
+    def _check_info(info_path: Path, fps: int, features: dict[str, dict]) -> dict:
+        info = read_json(info_path, DatasetError)
+        if not isinstance(info, dict) or not isinstance(info.get("features", {}), dict):
+            raise DatasetError("expected a JSON object with a features object", file=info_path)
+        if info.get("codebase_version") != "v3.0":
+            raise DatasetError(f"is {info.get('codebase_version')!r}; can only continue a v3.0 dataset",
+                               file=info_path, where="codebase_version")
+        if info.get("fps") != fps:
+            raise DatasetError(f"says {info.get('fps')}, this writer {fps}", file=info_path, where="fps")
+        try:
+            old = {k: (f.get("dtype"), list(f.get("shape", []))) for k, f in info.get("features", {}).items()
+                   if k not in BOOKKEEPING}
+        except (AttributeError, TypeError):
+            raise DatasetError("malformed feature entries", file=info_path, where="features") from None
+        new = {k: (f["dtype"], f["shape"]) for k, f in features.items()}
+        if old != new:
+            key = next(k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))
+            raise DatasetError(f"the folder has {old.get(key)}, this writer {new.get(key)} (dtype, shape)",
+                               file=info_path, where=f"features.{key}")
+        return info
+
     def _resume(self) -> None:
         """Load what a previous run committed; check it was written with the same settings."""
         info_path = self.root / "meta" / "info.json"
         if info_path.is_file():
-            info = read_json(info_path, DatasetError)
-            if info.get("codebase_version") != "v3.0":
-                raise DatasetError(f"is {info.get('codebase_version')!r}; can only continue a v3.0 dataset",
-                                   file=info_path, where="codebase_version")
-            if info.get("fps") != self.fps:
-                raise DatasetError(f"says {info.get('fps')}, this writer {self.fps}", file=info_path, where="fps")
-            old = {k: (f.get("dtype"), list(f.get("shape", []))) for k, f in info.get("features", {}).items()
-                   if k not in BOOKKEEPING}
-            new = {k: (f["dtype"], f["shape"]) for k, f in self.features.items()}
-            if old != new:
-                key = next(k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))
-                raise DatasetError(f"the folder has {old.get(key)}, this writer {new.get(key)} (dtype, shape)",
-                                   file=info_path, where=f"features.{key}")
+            info = self._check_info(info_path, self.fps, self.features)
             for k in self.video_keys:  # one codec per dataset, so that info.json describes every file
                 was = (info["features"][k].get("info") or {}).get("video.encoder")
                 if was is not None and was != self.codec:
                     raise DatasetError(f"the folder's videos are {was!r}, this writer's {self.codec!r}; continue "
                                        "with the same codec (and video backend: SAGE_VIDEO_BACKEND)",
                                        file=info_path, where=f"features.{k}.info.video.encoder")
-        for pattern in ("**/.*.tmp", f"**/.*{TMP_SUFFIX}"):  # temp files of a killed atomic write
-            for tmp in self.root.glob(pattern):
-                tmp.unlink(missing_ok=True)
+        for tmp in own_temp_files(self.root):  # temp files of a killed atomic write: this writer's only
+            tmp.unlink(missing_ok=True)
         task_path = self.root / "meta" / "tasks.parquet"
         if task_path.is_file():
             table = read_parquet(task_path, "tasks")
