@@ -16,7 +16,7 @@ from ..arc.export import export_split
 from ..arc.render import save_task_png
 from ..student.checkpoint import load_model
 from ..utils.io import atomic_write_json
-from .predict import PredictConfig, check_device, predict_file, summary_line
+from .predict import PredictConfig, check_device, check_runtime, predict_file, summary_line
 from .scoring import evaluate_files, format_table
 from .submission import load_predictions
 
@@ -25,7 +25,9 @@ def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str
                    limit: int | None = None, renders: int = 6) -> dict:
     out = Path(out_dir)
     check_device(cfg.device)  # everything that can be refused is refused before the export writes
-    load_model(model_dir)
+    check_runtime(model_dir, cfg)
+    if cfg.runtime == "torch":
+        load_model(model_dir)
     challenges, solutions = export_split(dataset, split, out / "data")
     if limit is not None:  # a subset, e.g. for the CPU demo: cut both files to the first `limit` tasks
         for path in (challenges, solutions):

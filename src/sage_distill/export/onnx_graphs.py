@@ -175,6 +175,7 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
     graph_model = with_unknown_row(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; the export is a folder like any other
     try:
         import onnxruntime as ort
 
