@@ -114,11 +114,13 @@ def render(out: Annotated[Path, Opt("--out", help="PNG file to write.")],
 def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo"),
          model: Annotated[Path, Opt("--model")] = Path("models/sage-arc"),
          tasks: Annotated[int, Opt("--tasks", min=1)] = 10,
-         views: Annotated[int, Opt("--views", min=1, max=1024)] = 8) -> None:
+         views: Annotated[int, Opt("--views", min=1, max=1024)] = 8,
+         runtime: Annotated[str, Opt("--runtime", help="onnx (graphs exported once into OUT/onnx-fp32) | "
+                                                       "torch")] = "onnx") -> None:
     """The released SAGE model solves the first ARC-AGI-1 evaluation tasks on CPU, beside the baselines."""
     from .demo import run_demo
 
-    run_demo(out, model, tasks, views)
+    run_demo(out, model, tasks, views, runtime)
 
 
 # ---------------------------------------------------------------- student: train / predict / eval

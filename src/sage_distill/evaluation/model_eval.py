@@ -22,7 +22,7 @@ from .submission import load_predictions
 
 
 def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str | Path, cfg: PredictConfig,
-                   limit: int | None = None, renders: int = 6) -> dict:
+                   limit: int | None = None, renders: int = 6, curves_from: str | Path | None = None) -> dict:
     out = Path(out_dir)
     check_device(cfg.device)  # everything that can be refused is refused before the export writes
     check_runtime(model_dir, cfg)
@@ -39,7 +39,7 @@ def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str
     report["inference"] = {**stats, "device_name": "cpu" if cfg.device == "cpu" else torch.cuda.get_device_name()}
     atomic_write_json(out / "scores.json", report, indent=1)
     _render_samples(report, challenges, solutions, out / "predictions.json", out / "renders", renders)
-    _copy_curves(Path(model_dir), out)
+    _copy_curves(Path(curves_from or model_dir), out)
     print(format_table(report, name=Path(model_dir).name))
     return report
 

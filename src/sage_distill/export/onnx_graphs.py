@@ -157,6 +157,45 @@ def check_export_args(model_dir: str | Path, out: str | Path, precision: str) ->
     return out
 
 
+def source_digest(model_dir: str | Path) -> str:
+    """sha256 over a model folder's config, index, task table and weight shards: an export made from
+    other weights is stale."""
+    import hashlib
+
+    folder = Path(model_dir)
+    h = hashlib.sha256()
+    names = ["config.json", "model.safetensors.index.json", "tasks.json"]
+    names += sorted(p.name for p in folder.glob("model*.safetensors"))
+    for name in names:
+        h.update(name.encode())
+        h.update((folder / name).read_bytes())
+    return h.hexdigest()
+
+
+def cached_export(model_dir: str | Path, out: str | Path, precision: str = "fp32") -> tuple[Path, bool]:
+    """`out` holding an export of `model_dir` at `precision`: reused when its manifest names the same
+    weights, else (re)made. Returns (folder, whether it was exported now)."""
+    import json
+    import shutil
+
+    out = Path(out)
+    manifest = out / "sage-onnx.json"
+    if manifest.is_file():
+        try:
+            meta = json.loads(manifest.read_text())
+            if meta.get("source_digest") == source_digest(model_dir) and meta.get("precision") == precision:
+                from ..student.onnx_runtime import read_manifest
+
+                read_manifest(out)
+                return out, False
+        except Exception:  # unreadable or incomplete: export again
+            pass
+    if out.is_dir():
+        shutil.rmtree(out)
+    export_model(model_dir, out, precision)
+    return out, True
+
+
 def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32") -> dict:
     """Write `out/` with prefill.onnx, decode_step.onnx and sage-onnx.json, atomically: the graphs
     are built in a temporary folder beside `out`, checked by loading them in ONNX Runtime, then the
@@ -165,11 +204,17 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
     import tempfile
     import time
 
+    from ..errors import SageError
     from ..student.checkpoint import load_model
-    from ..student.onnx_runtime import FORMAT, MANIFEST
+    from ..student.onnx_runtime import FORMAT, MANIFEST, import_onnxruntime
     from ..utils.io import atomic_write_json
 
     out = check_export_args(model_dir, out, precision)
+    ort = import_onnxruntime()
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise SageError("onnx is not installed: pip install -e '.[onnx]' (make demo / make test do)") from None
     model, fingerprints = load_model(model_dir)  # a SageError when it is not a model folder
     start = time.perf_counter()
     graph_model = with_unknown_row(model)
@@ -177,8 +222,6 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     tmp.chmod(0o755)  # mkdtemp makes 0700; the export is a folder like any other
     try:
-        import onnxruntime as ort
-
         for name, with_past in (("prefill", False), ("decode_step", True)):
             path = tmp / f"{name}.onnx"
             export_graph(graph_model, path, with_past, OPSET)
@@ -196,6 +239,7 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
         cfg = model.config
         manifest = {
             "format": FORMAT, "precision": precision, "opset": OPSET, "source": str(model_dir),
+            "source_digest": source_digest(model_dir),
             "config": cfg.model_dump(), "slots": slots(model), "heads": cfg.heads, "head_dim": cfg.head_dim,
             "vocab": {"colours": "0-9", "newline": 10, "start": 11, "io_sep": 12, "end": 13},
             "graphs": graphs,

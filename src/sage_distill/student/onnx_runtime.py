@@ -18,6 +18,15 @@ MANIFEST = "sage-onnx.json"
 FORMAT = "sage-onnx/1"
 
 
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SageError("onnxruntime is not installed: pip install -e '.[onnx]' (make demo / make test do)",
+                        file="--runtime") from None
+    return onnxruntime
+
+
 def read_manifest(folder: str | Path) -> dict:
     """The export's manifest, or a SageError when `folder` holds no exported graphs."""
     folder = Path(folder)
@@ -43,7 +52,7 @@ class OnnxSage:
     """Both graphs of an export, loaded into ONNX Runtime sessions on the CPU."""
 
     def __init__(self, folder: str | Path, threads: int = 0) -> None:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         folder = Path(folder)
         self.meta = read_manifest(folder)
