@@ -19,6 +19,7 @@ concatenates past and new keys instead of writing a preallocated cache.
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import torch
@@ -230,7 +231,12 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
 
                 fp32 = tmp / f"{name}.fp32.onnx"
                 path.rename(fp32)
-                quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+                root = logging.getLogger()
+                level, root.level = root.level, logging.ERROR  # its advice to pre-process is for CNNs
+                try:
+                    quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+                finally:
+                    root.setLevel(level)
                 fp32.unlink()
         graphs = {}
         for name in ("prefill", "decode_step"):
