@@ -49,6 +49,14 @@ def rms(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v, spelled so that ONNX Runtime fuses the transpose into its
+    MatMul: the TorchScript exporter's SDPA transposes and scales every key (two more passes over
+    the whole past each step)."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
 class DecoderGraph(nn.Module):
     """The model's forward with an explicit past (none for prefill); see the module docstring."""
 
@@ -66,6 +74,7 @@ class DecoderGraph(nn.Module):
         k_at = torch.arange(total, device=input_ids.device)
         earlier = k_at[None, :] <= q_at[:, None]
         mask = (attention_mask.bool()[:, None, None, :] & earlier) | (k_at[None, :] == q_at[:, None])
+        bias = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, float("-inf"))  # one mask for all layers
         presents, slot = [], 0
         for _ in range(cfg.loops):
             for block in m.blocks:
@@ -76,7 +85,7 @@ class DecoderGraph(nn.Module):
                     k = torch.cat([past[2 * slot], k], dim=2)
                     v = torch.cat([past[2 * slot + 1], v], dim=2)
                 presents += [k, v]
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                out = attention(q, k, v, bias)
                 x = x + attn.proj(out.transpose(1, 2).reshape(b, n, -1))
                 gate, value = block.fc(rms(block.norm2, x)).chunk(2, dim=-1)
                 x = x + block.out(F.silu(gate) * value)
