@@ -142,3 +142,15 @@ def test_bad_input_is_one_error_line_and_writes_nothing(world, tmp_path, cli) ->
         assert not (tmp_path / "o1").exists(), args
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "notamodel"]
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["x"]
+
+
+def test_the_demo_cache_is_reused_while_the_weights_match(world, tmp_path) -> None:
+    from sage_distill.export.onnx_graphs import cached_export
+
+    _, _, model_dir, _ = world
+    folder, made = cached_export(model_dir, tmp_path / "cache")
+    assert made and (folder / "sage-onnx.json").is_file()
+    assert cached_export(model_dir, tmp_path / "cache") == (folder, False)
+    meta = json.loads((folder / "sage-onnx.json").read_text())
+    (folder / "sage-onnx.json").write_text(json.dumps({**meta, "source_digest": "other weights"}))
+    assert cached_export(model_dir, tmp_path / "cache") == (folder, True)
