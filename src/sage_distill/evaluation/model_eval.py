@@ -40,7 +40,7 @@ def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str
     atomic_write_json(out / "scores.json", report, indent=1)
     _render_samples(report, challenges, solutions, out / "predictions.json", out / "renders", renders)
     _copy_curves(Path(curves_from or model_dir), out)
-    print(format_table(report, name=Path(model_dir).name))
+    print(format_table(report, name=Path(curves_from or model_dir).name))
     return report
 
 
