@@ -16,7 +16,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,robot]'
+	$(BIN)/pip install -q -e '.[test,robot,onnx]'
 	touch $(STAMP)
 
 demo: $(STAMP)

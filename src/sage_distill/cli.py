@@ -114,11 +114,13 @@ def render(out: Annotated[Path, Opt("--out", help="PNG file to write.")],
 def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo"),
          model: Annotated[Path, Opt("--model")] = Path("models/sage-arc"),
          tasks: Annotated[int, Opt("--tasks", min=1)] = 10,
-         views: Annotated[int, Opt("--views", min=1, max=1024)] = 8) -> None:
+         views: Annotated[int, Opt("--views", min=1, max=1024)] = 8,
+         runtime: Annotated[str, Opt("--runtime", help="onnx (graphs exported once into OUT/onnx-fp32) | "
+                                                       "torch")] = "onnx") -> None:
     """The released SAGE model solves the first ARC-AGI-1 evaluation tasks on CPU, beside the baselines."""
     from .demo import run_demo
 
-    run_demo(out, model, tasks, views)
+    run_demo(out, model, tasks, views, runtime)
 
 
 # ---------------------------------------------------------------- student: train / predict / eval
@@ -140,14 +142,18 @@ def train(config: Annotated[Path, Opt("--config", help="Training YAML (configs/a
     run(load_config(config, parse_overrides(set_ or [])), resume, allow_changes, config_file=config)
 
 
-def _predict_config(views: int, adapt_minutes: float, minutes: float | None, device: str, batch: int, seed: int):
+RUNTIME_HELP = "torch | onnx (ONNX Runtime on the CPU; --model is then a folder from `sage-distill export`)"
+
+
+def _predict_config(views: int, adapt_minutes: float, minutes: float | None, device: str, batch: int, seed: int,
+                    runtime: str = "torch"):
     from pydantic import ValidationError
 
     from .evaluation.predict import PredictConfig
 
     try:
         return PredictConfig(views=views, adapt_minutes=adapt_minutes, minutes=minutes, device=device, batch=batch,
-                             seed=seed)
+                             seed=seed, runtime=runtime)
     except ValidationError as e:
         first = e.errors()[0]
         raise SageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
@@ -163,11 +169,12 @@ def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, 
             device: Annotated[str, Opt("--device", help="cpu | cuda")] = "cpu",
             batch: Annotated[int, Opt("--batch", help="Sequences per decoding batch (0: automatic).")] = 0,
             seed: Annotated[int, Opt("--seed")] = 0,
-            limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None) -> None:
+            limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None,
+            runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch") -> None:
     """Solve every task of a challenges file (no answers needed) into an ARC Prize submission."""
     from .evaluation.predict import predict_file, summary_line
 
-    cfg = _predict_config(views, adapt_minutes, minutes, device, batch, seed)
+    cfg = _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime)
     print(summary_line(out, predict_file(model, challenges, out, cfg, limit)))
 
 
@@ -181,12 +188,26 @@ def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt
              device: Annotated[str, Opt("--device", help="cpu | cuda")] = "cpu",
              batch: Annotated[int, Opt("--batch")] = 0,
              seed: Annotated[int, Opt("--seed")] = 0,
-             limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None) -> None:
+             limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None,
+             runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch") -> None:
     """Export -> predict -> score (beside the baselines) -> renders, in one folder."""
     from .evaluation.model_eval import evaluate_model
 
-    evaluate_model(model, dataset, split, out, _predict_config(views, adapt_minutes, minutes, device, batch, seed),
-                   limit)
+    evaluate_model(model, dataset, split, out,
+                   _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime), limit)
+
+
+@app.command("export")
+def export(model: Annotated[Path, Opt("--model", help="SAGE model folder (models/sage-arc).")],
+           out: Annotated[Path, Opt("--out", help="New (or empty) folder for the graphs and sage-onnx.json.")],
+           precision: Annotated[str, Opt("--precision", help="fp32 | int8 (ONNX Runtime dynamic "
+                                                             "quantisation)")] = "fp32") -> None:
+    """The ARC model as ONNX graphs: prefill, and one decoding step with past keys and values."""
+    from .export.onnx_graphs import export_model
+
+    r = export_model(model, out, precision)
+    print(f"wrote {r['out']}: prefill.onnx, decode_step.onnx, sage-onnx.json ({r['precision']}, "
+          f"{r['megabytes']} MB, {r['seconds']} s)")
 
 
 # ---------------------------------------------------------------- teachers: extract / features

@@ -9,24 +9,38 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import SageError
+from .errors import ConfigError, SageError, check_output_dir
 from .evaluation.model_eval import evaluate_model
 from .evaluation.predict import PredictConfig
 
 DEFAULT_MODEL = Path("models/sage-arc")
 DATASET, SPLIT, TASKS, CPU_VIEWS = "arc1", "evaluation", 10, 8
+# ONNX Runtime (fp32): the same answers as torch on the first 40 tasks at 8 views, and faster
+# (docs/BENCHMARKS.md, "ONNX Runtime on the CPU").
+DEFAULT_RUNTIME = "onnx"
 
 
 def run_demo(out_dir: str | Path, model_dir: str | Path = DEFAULT_MODEL, tasks: int = TASKS,
-             views: int = CPU_VIEWS) -> dict:
+             views: int = CPU_VIEWS, runtime: str = DEFAULT_RUNTIME) -> dict:
     model_dir = Path(model_dir)
     if not (model_dir / "model.safetensors.index.json").is_file():
         raise SageError(f"{model_dir}: no released model here; run from the repository root or pass --model")
+    if runtime not in ("torch", "onnx"):
+        raise ConfigError(f"unknown runtime {runtime!r}; use torch or onnx", file="--runtime")
+    check_output_dir(out_dir)
     start = time.perf_counter()
-    print(f"{DATASET} {SPLIT}: the first {tasks} tasks, model {model_dir} on the CPU with {views} views per "
-          f"test input (GPU evaluations use 80+)")
-    report = evaluate_model(model_dir, DATASET, SPLIT, out_dir, PredictConfig(views=views), limit=tasks,
-                            renders=tasks)
+    source = model_dir
+    if runtime == "onnx":  # set-up: the fp32 graphs, exported once and cached beside the demo's outputs
+        from .export.onnx_graphs import cached_export
+
+        graphs, made = cached_export(model_dir, Path(out_dir) / "onnx-fp32", "fp32")
+        print(f"{'exported' if made else 'reusing'} the ONNX graphs in {graphs} "
+              f"({time.perf_counter() - start:.0f} s)")
+        source = graphs
+    print(f"{DATASET} {SPLIT}: the first {tasks} tasks, model {model_dir} on the CPU ({runtime} runtime) with "
+          f"{views} views per test input (GPU evaluations use 80+)")
+    report = evaluate_model(source, DATASET, SPLIT, out_dir, PredictConfig(views=views, runtime=runtime),
+                            limit=tasks, renders=tasks, curves_from=model_dir)
     print(f"wrote {Path(out_dir) / 'scores.json'}, predictions.json and PNGs under {Path(out_dir) / 'renders'}")
     print(f"demo took {time.perf_counter() - start:.0f} s")
     return report

@@ -17,16 +17,18 @@ from ..arc.render import save_task_png
 from ..student.checkpoint import load_model
 from ..utils.device import check_device
 from ..utils.io import atomic_write_json
-from .predict import PredictConfig, predict_file, summary_line
+from .predict import PredictConfig, check_runtime, predict_file, summary_line
 from .scoring import evaluate_files, format_table
 from .submission import load_predictions
 
 
 def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str | Path, cfg: PredictConfig,
-                   limit: int | None = None, renders: int = 6) -> dict:
+                   limit: int | None = None, renders: int = 6, curves_from: str | Path | None = None) -> dict:
     out = Path(out_dir)
     check_device(cfg.device)  # everything that can be refused is refused before the export writes
-    load_model(model_dir)
+    check_runtime(model_dir, cfg)
+    if cfg.runtime == "torch":
+        load_model(model_dir)
     challenges, solutions = export_split(dataset, split, out / "data")
     if limit is not None:  # a subset, e.g. for the CPU demo: cut both files to the first `limit` tasks
         for path in (challenges, solutions):
@@ -38,8 +40,8 @@ def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str
     report["inference"] = {**stats, "device_name": "cpu" if cfg.device == "cpu" else torch.cuda.get_device_name()}
     atomic_write_json(out / "scores.json", report, indent=1)
     _render_samples(report, challenges, solutions, out / "predictions.json", out / "renders", renders)
-    _copy_curves(Path(model_dir), out)
-    print(format_table(report, name=Path(model_dir).name))
+    _copy_curves(Path(curves_from or model_dir), out)
+    print(format_table(report, name=Path(curves_from or model_dir).name))
     return report
 
 

@@ -44,6 +44,33 @@ class PredictConfig(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     batch: int = Field(0, ge=0)  # sequences per decoding batch; 0 picks 384 on a GPU and 16 on the CPU
     seed: int = Field(0, ge=0)
+    runtime: Literal["torch", "onnx"] = "torch"  # onnx: graphs from `sage-distill export`, ONNX Runtime on the CPU
+
+
+def check_runtime(model_dir: str | Path, cfg: PredictConfig) -> None:
+    """What `--runtime onnx` refuses, before anything is written."""
+    if cfg.runtime != "onnx":
+        return
+    from ..errors import ConfigError
+    from ..student.onnx_runtime import read_manifest
+
+    if cfg.device != "cpu":
+        raise ConfigError("--runtime onnx runs on the CPU only; use --device cpu", file="--device")
+    if cfg.adapt_minutes > 0:
+        raise ConfigError("adaptation trains the torch model; use --runtime torch with --adapt-minutes",
+                          file="--adapt-minutes")
+    read_manifest(model_dir)
+
+
+def load_runner(model_dir: str | Path, cfg: PredictConfig):
+    """(model or ONNX runner, fingerprints of its task rows)."""
+    if cfg.runtime == "onnx":
+        from ..student.onnx_runtime import OnnxSage
+
+        runner = OnnxSage(model_dir)
+        return runner, runner.fingerprints
+    check_device(cfg.device)
+    return load_model(model_dir, cfg.device)
 
 
 def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg: PredictConfig, out: Path,
@@ -57,6 +84,9 @@ def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg:
             unknown.setdefault(fp, t)
     info = {"unknown_tasks": len(unknown), "adapted": 0}
     if not unknown:
+        return rows, info
+    if not isinstance(model, SageModel):  # ONNX graphs: the mean row, as extend_tasks gives a new task
+        rows.update({fp: model.unknown_row for fp in unknown})
         return rows, info
     first = extend_tasks(model, len(unknown))
     for i, fp in enumerate(unknown):
@@ -94,7 +124,7 @@ def _chunks(tasks: list[Task], jobs_per_chunk: int, views: int) -> list[list[Tas
     return chunks
 
 
-def solve_chunk(model: SageModel, tasks: list[Task], rows: dict[str, int], views: int, batch: int
+def solve_chunk(model, tasks: list[Task], rows: dict[str, int], views: int, batch: int
                 ) -> dict[str, list[Tally]]:
     """Decode every (task, test input, view) of the chunk, shortest prompts batched together."""
     jobs: list[tuple[str, int, Job]] = []
@@ -118,13 +148,14 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
     start = time.time()
     deadline = start + cfg.minutes * 60 if cfg.minutes else float("inf")
     check_device(cfg.device)
+    check_runtime(model_dir, cfg)
     out = Path(out)
     if out.is_dir():
         raise SageError(f"--out {out}: is a directory; give the submission file's path")
     tasks = load_challenges(challenges)
     if limit is not None:
         tasks = tasks[:limit]
-    model, fingerprints = load_model(model_dir, cfg.device)
+    model, fingerprints = load_runner(model_dir, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     rows, info = _rows_for(model, fingerprints, tasks, cfg, out, deadline)
@@ -170,6 +201,7 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
     atomic_write_json(out, submission)
     finished = [done[t.id] for t in tasks if t.id in done]
     stats = {"tasks": len(tasks), "unfinished": unfinished, "views": cfg.views, "device": cfg.device,
+             "runtime": cfg.runtime if cfg.runtime == "torch" else f"onnx-{model.precision}",
              "seconds": time.time() - start, **info,
              "seconds_per_task": sum(r["seconds"] for r in finished) / max(1, len(finished)),
              "invalid_fraction": sum(r["invalid"] for r in finished) / max(1, sum(
@@ -182,4 +214,4 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
 def summary_line(out: Path, stats: dict) -> str:
     return (f"wrote {out}: {stats['tasks']} tasks, {stats['views']} views each, {stats['unfinished']} unfinished, "
             f"{stats['unknown_tasks']} without an embedding ({stats['adapted']} adapted), "
-            f"{stats['seconds']:.0f} s on {stats['device']}")
+            f"{stats['seconds']:.0f} s on {stats['device']} ({stats.get('runtime', 'torch')})")

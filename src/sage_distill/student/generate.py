@@ -44,24 +44,59 @@ def advance(token: torch.Tensor, row: torch.Tensor, col: torch.Tensor
     return pos, row + is_newline.long(), torch.where(is_newline, torch.ones_like(col), col + 1)
 
 
+class TorchSteps:
+    """The model calls of `_generate` on a torch SageModel: a preallocated KV cache that every step
+    attends over whole, `key_valid` masking what is not written or is left padding."""
+
+    def __init__(self, model: SageModel) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.cache: KVCache | None = None
+
+    def prefill(self, tokens, pos, task, view, role, valid, max_new: int) -> torch.Tensor:
+        """Left-padded prompts [B, P] -> last-position logits [B, VOCAB]; task, view: [B, 1]."""
+        b, p = tokens.shape
+        self.cache = KVCache.empty(self.model.config, b, p + max_new, self.device,
+                                   next(self.model.parameters()).dtype)
+        self.cache.key_valid[:, :p] = valid
+        causal = torch.ones(p, p, dtype=torch.bool, device=self.device).tril()
+        eye = torch.eye(p, dtype=torch.bool, device=self.device)
+        mask = (valid[:, None, None, :] & causal) | eye  # pads see themselves
+        return self.model(tokens, pos, task.expand(b, p), view.expand(b, p), role, mask, self.cache)[:, -1]
+
+    def step(self, tokens, pos, task, view, role) -> torch.Tensor:
+        """One token per sequence ([B, 1]) -> logits [B, VOCAB]."""
+        cache = self.cache
+        cache.key_valid[:, cache.length] = True
+        return self.model(tokens, pos, task, view, role, cache.key_valid[:, None, None, :], cache)[:, -1]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache.keep(rows)
+
+
 @torch.no_grad()
-def generate(model: SageModel, jobs: list[Job], max_new: int = MAX_OUTPUT_TOKENS, temperature: float = 0.0,
+def generate(model, jobs: list[Job], max_new: int = MAX_OUTPUT_TOKENS, temperature: float = 0.0,
              generator: torch.Generator | None = None) -> list[Candidate]:
-    """Decode every job in one batch: greedy, or sampled at `temperature` > 0 (on-policy distillation)."""
+    """Decode every job in one batch: greedy, or sampled at `temperature` > 0 (on-policy distillation).
+    `model`: a SageModel, or any runner with a `steps()` method returning an object like `TorchSteps`
+    (the ONNX Runtime one: `student.onnx_runtime`)."""
+    if not isinstance(model, SageModel):
+        return _generate(model.steps(), jobs, max_new, temperature, generator)
     if next(model.parameters()).device.type != "cuda":
-        return _generate(model, jobs, max_new, temperature, generator)
+        return _generate(TorchSteps(model), jobs, max_new, temperature, generator)
     # cuDNN's attention spent ~1.7 ms of CPU per call here (measured, bench_decode --profile on an
     # H200), more than the whole step's GPU time: use the memory-efficient kernel instead.
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-        return _generate(model, jobs, max_new, temperature, generator)
+        return _generate(TorchSteps(model), jobs, max_new, temperature, generator)
 
 
-def _generate(model: SageModel, jobs: list[Job], max_new: int, temperature: float = 0.0,
+def _generate(steps, jobs: list[Job], max_new: int, temperature: float = 0.0,
               generator: torch.Generator | None = None) -> list[Candidate]:
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    """The decoding loop shared by every runtime: left padding, the position cursor, colour roles
+    through the inverse permutation, <end> handling and the candidates' summed log-probability."""
+    device = steps.device
     enc = [encode_pair(j.grid, None, j.aug) for j in jobs]
     b, p = len(jobs), max(len(e.tokens) for e in enc)
     tokens = torch.zeros(b, p, dtype=torch.long)
@@ -78,11 +113,7 @@ def _generate(model: SageModel, jobs: list[Job], max_new: int, temperature: floa
     view = torch.tensor([j.aug.dihedral for j in jobs], device=device)[:, None]
     inverse = torch.tensor(np.stack([np.argsort(np.asarray(j.aug.colors)) for j in jobs]), device=device)
 
-    cache = KVCache.empty(model.config, b, p + max_new, device, dtype)
-    cache.key_valid[:, :p] = valid
-    causal = torch.ones(p, p, dtype=torch.bool, device=device).tril()
-    mask = (valid[:, None, None, :] & causal) | torch.eye(p, dtype=torch.bool, device=device)  # pads see themselves
-    logits = model(tokens, pos, task.expand(b, p), view.expand(b, p), role, mask, cache)[:, -1]
+    logits = steps.prefill(tokens, pos, task, view, role, valid, max_new)
 
     out = torch.full((b, max_new), END, dtype=torch.long, device=device)
     logprob = torch.zeros(b, device=device)
@@ -110,13 +141,11 @@ def _generate(model: SageModel, jobs: list[Job], max_new: int, temperature: floa
                 break
             if n_done * 2 >= len(done):
                 keep = (~done).nonzero()[:, 0]
-                cache.keep(keep)
+                steps.keep(keep)
                 live, done, row, col, nxt, tok_pos, tok_role = (x[keep] for x in (live, done, row, col, nxt, tok_pos,
                                                                                    tok_role))
                 task, view, inverse = task[keep], view[keep], inverse[keep]
-        cache.key_valid[:, cache.length] = True
-        step_mask = cache.key_valid[:, None, None, :]
-        logits = model(nxt[:, None], tok_pos[:, None], task, view, tok_role[:, None], step_mask, cache)[:, -1]
+        logits = steps.step(nxt[:, None], tok_pos[:, None], task, view, tok_role[:, None])
 
     generated, scores = out.cpu().numpy(), logprob.cpu().tolist()
     results = []

@@ -1,0 +1,1 @@
+"""Deployment: the ARC model as ONNX graphs (prefill, and one decoding step with past keys and values)."""

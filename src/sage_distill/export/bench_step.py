@@ -1,0 +1,73 @@
+"""One decoding step, torch vs ONNX Runtime, on the CPU: milliseconds (wall and process CPU time)
+per step of a batch of sequences at a few cache lengths, with the real weights (the cost does not
+depend on the tokens).
+
+    python -m sage_distill.export.bench_step --model models/sage-arc --graphs out/sage-onnx --batch 16
+
+The torch path preallocates its cache for the prompt plus the longest output (931 tokens) and
+attends over all of it with a mask; the ONNX graph attends over the keys written so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from ..student.checkpoint import load_model
+from ..student.modeling_sage import KVCache
+from ..student.onnx_runtime import OnnxSage
+from ..student.sequences import MAX_OUTPUT_TOKENS
+
+
+def _time(fn, repeat: int) -> tuple[float, float]:
+    fn()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(repeat):
+        fn()
+    return 1e3 * (time.perf_counter() - wall) / repeat, 1e3 * (time.process_time() - cpu) / repeat
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="models/sage-arc")
+    ap.add_argument("--graphs", required=True, help="folder from `sage-distill export`")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--prompts", default="13,933", help="prompt lengths (13: a 2x2 input; 933: 30x30)")
+    ap.add_argument("--written", default="10,467", help="tokens generated so far, per prompt length")
+    ap.add_argument("--repeat", type=int, default=5)
+    a = ap.parse_args()
+    model, _ = load_model(a.model)
+    runner = OnnxSage(a.graphs)
+    cfg, b = model.config, a.batch
+    ids, pos = torch.full((b, 1), 3), torch.ones(b, 1, 3, dtype=torch.long)
+    zeros = torch.zeros(b, 1, dtype=torch.long)
+    for p, done in zip((int(x) for x in a.prompts.split(",")), (int(x) for x in a.written.split(",")), strict=True):
+        length = p + done
+        cache = KVCache.empty(cfg, b, p + MAX_OUTPUT_TOKENS, torch.device("cpu"), torch.float32)
+        cache.key_valid[:, :length + 1] = True
+        cache.length = length
+
+        def torch_step(cache=cache, length=length):
+            with torch.no_grad():
+                model(ids, pos, zeros, zeros, zeros, cache.key_valid[:, None, None, :], cache)
+            cache.length = length
+
+        feeds = {"input_ids": ids.numpy(), "position_ids": pos.numpy(), "task_ids": zeros.numpy(),
+                 "view_ids": zeros.numpy(), "role_ids": zeros.numpy(),
+                 "attention_mask": np.ones((b, length + 1), dtype=np.int64)}
+        rng = np.random.default_rng(0)
+        for name in runner.past_names:
+            feeds[name] = rng.standard_normal((b, cfg.heads, length, cfg.head_dim), dtype=np.float32)
+        t_wall, t_cpu = _time(torch_step, a.repeat)
+        o_wall, o_cpu = _time(lambda feeds=feeds: runner.step.run(None, feeds), a.repeat)
+        print(json.dumps({"batch": b, "prompt": p, "keys": length + 1, "torch_ms": round(t_wall, 1),
+                          "torch_cpu_ms": round(t_cpu, 1), "onnx_ms": round(o_wall, 1), "onnx_cpu_ms": round(o_cpu, 1),
+                          "onnx_precision": runner.precision, "threads": torch.get_num_threads()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

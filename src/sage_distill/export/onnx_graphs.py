@@ -1,0 +1,282 @@
+"""The SAGE ARC model as two ONNX graphs, in the layout ONNX Runtime and TensorRT users expect:
+
+- `prefill.onnx`: the left-padded prompt -> last-position logits and `present.{i}.key/value`;
+- `decode_step.onnx`: one token per sequence plus `past_key_values.{i}.key/value` -> logits and the
+  presents (past length + 1).
+
+Inputs (int64): `input_ids` [B, L], `position_ids` [B, L, 3] (row, column, part), `task_ids`,
+`view_ids`, `role_ids` [B, L], `attention_mask` [B, past + L] (1 = a real key, 0 = left padding).
+A query attends to real keys at or before it and always to itself (a padding query sees only
+itself, as in the torch path). Keys and values: [B, heads, length, head_dim], float32; `i` counts
+(loop, layer) slots. Logits: [B, VOCAB] for the last position only.
+
+The task tables are the model's plus one row at the end, the mean row `extend_tasks` gives a task
+the model has no embedding for, so a graph answers unknown tasks as the torch path does without
+adaptation. `SageModel.forward` is not used here: the wrapper reads the same submodules and
+concatenates past and new keys instead of writing a preallocated cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..student.modeling_sage import SageModel, apply_rope
+
+INPUTS = ["input_ids", "position_ids", "task_ids", "view_ids", "role_ids", "attention_mask"]
+
+
+def slots(model: SageModel) -> int:
+    return model.config.loops * model.config.layers
+
+
+def past_names(n: int) -> list[str]:
+    return [f"past_key_values.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+
+
+def present_names(n: int) -> list[str]:
+    return [f"present.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+
+
+def rms(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """nn.RMSNorm spelled out (aten::rms_norm has no ONNX form below opset 23)."""
+    eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v, spelled so that ONNX Runtime fuses the transpose into its
+    MatMul: the TorchScript exporter's SDPA transposes and scales every key (two more passes over
+    the whole past each step)."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+class DecoderGraph(nn.Module):
+    """The model's forward with an explicit past (none for prefill); see the module docstring."""
+
+    def __init__(self, model: SageModel, with_past: bool) -> None:
+        super().__init__()
+        self.model, self.with_past = model, with_past
+
+    def forward(self, input_ids, position_ids, task_ids, view_ids, role_ids, attention_mask, *past):
+        m, cfg = self.model, self.model.config
+        b, n = input_ids.shape
+        x = m.tok(input_ids) + m.view(view_ids) + m.tasks(task_ids, role_ids)
+        cos, sin = m.rope(position_ids)
+        total = attention_mask.shape[1]
+        q_at = torch.arange(n, device=input_ids.device) + (total - n)
+        k_at = torch.arange(total, device=input_ids.device)
+        earlier = k_at[None, :] <= q_at[:, None]
+        mask = (attention_mask.bool()[:, None, None, :] & earlier) | (k_at[None, :] == q_at[:, None])
+        bias = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, float("-inf"))  # one mask for all layers
+        presents, slot = [], 0
+        for _ in range(cfg.loops):
+            for block in m.blocks:
+                attn = block.attn
+                q, k, v = attn.qkv(rms(block.norm1, x)).view(b, n, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+                q, k = apply_rope(rms(attn.q_norm, q), cos, sin), apply_rope(rms(attn.k_norm, k), cos, sin)
+                if self.with_past:
+                    k = torch.cat([past[2 * slot], k], dim=2)
+                    v = torch.cat([past[2 * slot + 1], v], dim=2)
+                presents += [k, v]
+                out = attention(q, k, v, bias)
+                x = x + attn.proj(out.transpose(1, 2).reshape(b, n, -1))
+                gate, value = block.fc(rms(block.norm2, x)).chunk(2, dim=-1)
+                x = x + block.out(F.silu(gate) * value)
+                slot += 1
+        return (m.head(rms(m.norm, x[:, -1])).float(), *presents)
+
+
+def with_unknown_row(model: SageModel) -> SageModel:
+    """A float32 copy of the model with one more task row: the mean row unknown tasks get."""
+    from ..training.adapt import extend_tasks
+
+    model = copy.deepcopy(model).float().cpu().eval()
+    if model.config.num_tasks:
+        extend_tasks(model, 1)
+    return model
+
+
+def example_inputs(model: SageModel, batch: int = 2, prompt: int = 5, past: int = 0) -> tuple:
+    n = 1 if past else prompt
+    cfg = model.config
+    ids = torch.full((batch, n), 3, dtype=torch.long)
+    pos = torch.ones(batch, n, 3, dtype=torch.long)
+    zeros = torch.zeros(batch, n, dtype=torch.long)
+    mask = torch.ones(batch, past + n, dtype=torch.long)
+    kv = tuple(torch.zeros(batch, cfg.heads, past, cfg.head_dim) for _ in range(2 * slots(model)))
+    return (ids, pos, zeros, zeros, zeros, mask, *kv)
+
+
+def export_graph(model: SageModel, path, with_past: bool, opset: int) -> None:
+    """Trace `DecoderGraph` to `path` (TorchScript exporter: dynamic batch and lengths)."""
+    n = slots(model)
+    names_in = INPUTS + (past_names(n) if with_past else [])
+    names_out = ["logits", *present_names(n)]
+    dyn = {"input_ids": {0: "batch", 1: "sequence"}, "position_ids": {0: "batch", 1: "sequence"},
+           "task_ids": {0: "batch", 1: "sequence"}, "view_ids": {0: "batch", 1: "sequence"},
+           "role_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
+           "logits": {0: "batch"}}
+    for name in past_names(n):
+        dyn[name] = {0: "batch", 2: "past_sequence"}
+    for name in present_names(n):
+        dyn[name] = {0: "batch", 2: "total_sequence"}
+    args = example_inputs(model, past=3 if with_past else 0)
+    if not with_past:
+        args = args[:len(INPUTS)]
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(DecoderGraph(model, with_past), args, str(path), input_names=names_in,
+                          output_names=names_out, dynamic_axes=dyn, opset_version=opset, dynamo=False,
+                          do_constant_folding=True)
+
+
+PRECISIONS = ("fp32", "int8")
+OPSET = 17
+
+
+def _graph_spec(file: str, session_inputs, session_outputs) -> dict:
+    def describe(values):
+        return [{"name": v.name, "type": v.type, "shape": [d if isinstance(d, int) else str(d) for d in v.shape]}
+                for v in values]
+
+    return {"file": file, "inputs": describe(session_inputs), "outputs": describe(session_outputs)}
+
+
+def check_export_args(model_dir: str | Path, out: str | Path, precision: str) -> Path:
+    """Everything `export` can refuse, refused before anything is written."""
+    from ..errors import ConfigError, check_output_dir
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unsupported precision {precision!r}; use one of {', '.join(PRECISIONS)}",
+                          file="--precision")
+    out = check_output_dir(out)
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not empty; give a new or empty folder", file="--out")
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ConfigError(f"{model_dir}: not a folder", file="--model")
+    return out
+
+
+def source_digest(model_dir: str | Path) -> str:
+    """sha256 over a model folder's config, index, task table and weight shards: an export made from
+    other weights is stale."""
+    import hashlib
+
+    folder = Path(model_dir)
+    h = hashlib.sha256()
+    names = ["config.json", "model.safetensors.index.json", "tasks.json"]
+    names += sorted(p.name for p in folder.glob("model*.safetensors"))
+    for name in names:
+        h.update(name.encode())
+        h.update((folder / name).read_bytes())
+    return h.hexdigest()
+
+
+def cached_export(model_dir: str | Path, out: str | Path, precision: str = "fp32") -> tuple[Path, bool]:
+    """`out` holding an export of `model_dir` at `precision`: reused when its manifest names the same
+    weights, else (re)made. Returns (folder, whether it was exported now)."""
+    import json
+    import shutil
+
+    out = Path(out)
+    manifest = out / "sage-onnx.json"
+    if manifest.is_file():
+        try:
+            meta = json.loads(manifest.read_text())
+            if meta.get("source_digest") == source_digest(model_dir) and meta.get("precision") == precision:
+                from ..student.onnx_runtime import read_manifest
+
+                read_manifest(out)
+                return out, False
+        except Exception:  # unreadable or incomplete: export again
+            pass
+    if out.is_dir():
+        shutil.rmtree(out)
+    export_model(model_dir, out, precision)
+    return out, True
+
+
+def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32") -> dict:
+    """Write `out/` with prefill.onnx, decode_step.onnx and sage-onnx.json, atomically: the graphs
+    are built in a temporary folder beside `out`, checked by loading them in ONNX Runtime, then the
+    folder is renamed into place. int8: ONNX Runtime's dynamic quantisation of the MatMul weights."""
+    import shutil
+    import tempfile
+    import time
+
+    from ..errors import SageError
+    from ..student.checkpoint import load_model
+    from ..student.onnx_runtime import FORMAT, MANIFEST, import_onnxruntime
+    from ..utils.io import atomic_write_json
+
+    out = check_export_args(model_dir, out, precision)
+    ort = import_onnxruntime()
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise SageError("onnx is not installed: pip install -e '.[onnx]' (make demo / make test do)") from None
+    model, fingerprints = load_model(model_dir)  # a SageError when it is not a model folder
+    start = time.perf_counter()
+    graph_model = with_unknown_row(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; the export is a folder like any other
+    try:
+        for name, with_past in (("prefill", False), ("decode_step", True)):
+            path = tmp / f"{name}.onnx"
+            export_graph(graph_model, path, with_past, OPSET)
+            if precision == "int8":
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                fp32 = tmp / f"{name}.fp32.onnx"
+                path.rename(fp32)
+                root = logging.getLogger()
+                level, root.level = root.level, logging.ERROR  # its advice to pre-process is for CNNs
+                try:
+                    quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+                finally:
+                    root.setLevel(level)
+                fp32.unlink()
+        graphs = {}
+        for name in ("prefill", "decode_step"):
+            sess = ort.InferenceSession(str(tmp / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+            graphs[name] = _graph_spec(f"{name}.onnx", sess.get_inputs(), sess.get_outputs())
+        cfg = model.config
+        manifest = {
+            "format": FORMAT, "precision": precision, "opset": OPSET, "source": str(model_dir),
+            "source_digest": source_digest(model_dir),
+            "config": cfg.model_dump(), "slots": slots(model), "heads": cfg.heads, "head_dim": cfg.head_dim,
+            "vocab": {"colours": "0-9", "newline": 10, "start": 11, "io_sep": 12, "end": 13},
+            "graphs": graphs,
+            "inputs": {"input_ids": "token ids [batch, sequence]",
+                       "position_ids": "(row, column, part) per token [batch, sequence, 3]",
+                       "task_ids": "task-table row per token (tasks.fingerprints index, or unknown_row)",
+                       "view_ids": "dihedral view 0-7 per token",
+                       "role_ids": "colour before the view's colour permutation, -1 for special tokens",
+                       "attention_mask": "[batch, past + sequence]: 1 a real key, 0 left padding",
+                       "past_key_values.{i}.key/value": "[batch, heads, past, head_dim] float32 (decode_step)"},
+            "outputs": {"logits": "[batch, vocab] float32, the last position",
+                        "present.{i}.key/value": "[batch, heads, past + sequence, head_dim] float32"},
+            "tasks": {"fingerprints": fingerprints, "unknown_row": len(fingerprints) if cfg.num_tasks else 0,
+                      "unknown_row_is": "the mean of the trained rows, as extend_tasks initialises a new task"},
+        }
+        atomic_write_json(tmp / MANIFEST, manifest, indent=1)
+        if out.is_dir():
+            out.rmdir()  # checked empty above
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(f.stat().st_size for f in out.iterdir())
+    return {"out": str(out), "precision": precision, "seconds": round(time.perf_counter() - start, 1),
+            "megabytes": round(size / 2**20, 1)}
