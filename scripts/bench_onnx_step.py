@@ -2,7 +2,7 @@
 per step of a batch of sequences at a few cache lengths, with the real weights (the cost does not
 depend on the tokens).
 
-    python -m sage_distill.export.bench_step --model models/sage-arc --graphs out/sage-onnx --batch 16
+    python scripts/bench_onnx_step.py --model models/sage-arc --graphs out/sage-onnx --batch 16
 
 The torch path preallocates its cache for the prompt plus the longest output (931 tokens) and
 attends over all of it with a mask; the ONNX graph attends over the keys written so far.
@@ -17,10 +17,10 @@ import time
 import numpy as np
 import torch
 
-from ..student.checkpoint import load_model
-from ..student.modeling_sage import KVCache
-from ..student.onnx_runtime import OnnxSage
-from ..student.sequences import MAX_OUTPUT_TOKENS
+from sage_distill.student.checkpoint import load_model
+from sage_distill.student.modeling_sage import KVCache
+from sage_distill.student.onnx_runtime import OnnxSage
+from sage_distill.student.sequences import MAX_OUTPUT_TOKENS
 
 
 def _time(fn, repeat: int) -> tuple[float, float]:
