@@ -1,4 +1,4 @@
-"""The import layers (README, Layout): arc -> teachers -> student -> distill -> training -> evaluation,
+"""The import layers (README, Layout): arc -> teachers -> student -> distill -> training -> evaluation -> export,
 each importing only its own layer, earlier layers and the base (errors, utils); irp/ and robot/ are rooms
 of their own. irp may use every layer and robot (its control plugin and runner); robot uses the base and
 the one training loop (training/);
@@ -14,7 +14,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-LAYERS = ["arc", "teachers", "student", "distill", "training", "evaluation"]
+LAYERS = ["arc", "teachers", "student", "distill", "training", "evaluation", "export"]
 BASE = {"errors", "utils"}
 TOP = {"cli", "demo", "__main__"}
 
