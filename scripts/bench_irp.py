@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from sage_distill.arc.datasets import load_dataset
-from sage_distill.arc.task import Task
+from sage_distill.arc.task import Task, fingerprint
 from sage_distill.evaluation.scoring import score_submission
 from sage_distill.evaluation.submission import parse_predictions
 from sage_distill.irp.config import OrchestratorSettings, RunConfig
@@ -46,7 +46,6 @@ from sage_distill.irp.trace import TraceWriter
 from sage_distill.student.checkpoint import load_model
 from sage_distill.student.configuration_sage import SageConfig
 from sage_distill.student.modeling_sage import SageModel
-from sage_distill.training.data import fingerprint
 from sage_distill.utils.io import atomic_write_json
 
 

@@ -16,11 +16,11 @@ KEY = "0123456789abcdef0123456789abcdef"
 
 
 def build_world(root: Path) -> Path:
+    from sage_distill.arc.task import fingerprint
     from sage_distill.arc.validate import parse_task
     from sage_distill.student import SageConfig, SageModel
     from sage_distill.student.checkpoint import save_model
     from sage_distill.teachers.store import write_store
-    from sage_distill.training.data import fingerprint
 
     root.mkdir(parents=True, exist_ok=True)
     tasks = {"t1": make_task(), "t2": make_task(n_train=3, n_test=2)}

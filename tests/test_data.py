@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from arc_world import small_task
-from sage_distill.arc.task import grid_key
+from sage_distill.arc.task import fingerprint, grid_key
 from sage_distill.errors import SageError
 from sage_distill.student.configuration_sage import IGNORE
-from sage_distill.training.data import PackedRows, StepBatches, assemble, build_pairs, fingerprint
+from sage_distill.training.data import PackedRows, StepBatches, assemble, build_pairs
 
 
 def test_unseen_protocol_drops_arc1_evaluation_from_arc2_by_id_and_by_grid() -> None:

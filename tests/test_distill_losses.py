@@ -8,13 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from sage_distill.arc import load_dataset
+from sage_distill.arc.task import fingerprint
 from sage_distill.distill.losses import LOSSES, LossSet
 from sage_distill.distill.terms import FeatureLoss, LogitLoss, LossInputs, OnPolicyLoss, TaskLoss
 from sage_distill.errors import SageError
 from sage_distill.student import SageModel
 from sage_distill.student.configuration_sage import IGNORE
 from sage_distill.student.modeling_sage import document_mask
-from sage_distill.training.data import PackedRows, StepBatches, build_pairs, fingerprint
+from sage_distill.training.data import PackedRows, StepBatches, build_pairs
 
 B, L, V = 2, 12, 14
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sage_distill.arc.datasets import load_dataset
-from sage_distill.arc.task import Pair, Task
+from sage_distill.arc.task import Pair, Task, fingerprint
 from sage_distill.evaluation.predict import solve_chunk
 from sage_distill.irp import Budget, refine
 from sage_distill.irp.config import OrchestratorSettings
@@ -20,7 +20,6 @@ from sage_distill.irp.salience import Snarc
 from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.configuration_sage import END, IO_SEP, NEWLINE, VOCAB
 from sage_distill.student.generate import Candidate, Tally
-from sage_distill.training.data import fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

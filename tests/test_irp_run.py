@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import load_script
+from sage_distill.arc.task import fingerprint
 from sage_distill.cli import app
 from sage_distill.errors import SageError
 from sage_distill.evaluation.submission import load_predictions
@@ -21,7 +22,6 @@ from sage_distill.irp.plugins import speech
 from sage_distill.irp.plugins.synthetic import ScriptedPlugin
 from sage_distill.irp.trace import read_trace
 from sage_distill.student.checkpoint import save_model
-from sage_distill.training.data import fingerprint
 from test_irp_arc import tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")

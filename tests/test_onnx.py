@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from arc_world import small_task
+from sage_distill.arc.task import fingerprint
 from sage_distill.evaluation.predict import PredictConfig, predict_file
 from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.checkpoint import load_model, save_model
 from sage_distill.student.generate import Job, TorchSteps, _generate, view_augmentations
-from sage_distill.training.data import fingerprint
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

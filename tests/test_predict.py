@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from arc_world import small_task
+from sage_distill.arc.task import fingerprint
 from sage_distill.evaluation.predict import PredictConfig, predict_file
 from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.checkpoint import save_model
-from sage_distill.training.data import fingerprint
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ Grids are numpy uint8 arrays of shape (height, width), 1..30 each side, values 0
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,3 +55,10 @@ class Task:
 def grid_key(grid: np.ndarray) -> bytes:
     """A hashable identity for a grid (shape plus cells), used for decontamination."""
     return bytes([grid.shape[0], grid.shape[1]]) + np.ascontiguousarray(grid, dtype=np.uint8).tobytes()
+
+
+def fingerprint(task: Task) -> str:
+    """Identity of a task from its demonstration pairs only (never its id, never test outputs): how
+    training, a teacher and a predictor reading an answer-free challenges file find the same row."""
+    demos = [[p.input.tolist(), p.output.tolist()] for p in task.train]
+    return hashlib.sha256(json.dumps(demos, separators=(",", ":")).encode()).hexdigest()[:24]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..student.checkpoint import load_sage_model
-from ..student.modeling_sage import SageModel, TaskEmbeddings, packed_mask
+from ..student.modeling_sage import SageModel, packed_mask
 from ..teachers.base import TeacherError
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ class SageTeacher:
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
         model, fingerprints = load_sage_model(folder, str(device), "--weights")
-        self.model: SageModel = with_mean_task(model, len(fingerprints)).to(dtype).eval()
+        model.extend_tasks(1)  # one more row, the mean of the trained ones: for tasks the teacher has none for
+        self.model: SageModel = model.to(dtype).eval()
         self.model.requires_grad_(False)
         self.fingerprints = list(fingerprints)
         self.rows = {fp: i for i, fp in enumerate(self.fingerprints)}
@@ -61,18 +62,3 @@ class SageTeacher:
         logits, hidden = self.model(b["tokens"], b["pos"], task_rows.to(self.device)[b["task"]], b["view"], b["role"],
                                     mask, return_hidden=True)
         return {"logits": logits.float(), "features": hidden.float()}
-
-
-def with_mean_task(model: SageModel, n: int) -> SageModel:
-    """`model` with its `n` trained task rows (task and colour-role embeddings) and one more after
-    them: their mean (zeros when it has none)."""
-    old, hidden = model.tasks, model.config.hidden
-    new = TaskEmbeddings(n + 1, hidden).to(old.task.weight.device)
-    with torch.no_grad():
-        for table_old, table_new in ((old.task.weight, new.task.weight), (old.colour.weight, new.colour.weight)):
-            rows_old = table_old.view(old.num_tasks, -1, hidden)[:n]
-            rows_new = table_new.view(n + 1, -1, hidden)
-            rows_new[:n] = rows_old
-            rows_new[n] = rows_old.mean(0) if n else 0.0
-    model.replace_tasks(new)
-    return model

@@ -23,13 +23,12 @@ from tqdm import tqdm
 
 from ..arc.augment import input_palette
 from ..arc.datasets import load_challenges
-from ..arc.task import Task
+from ..arc.task import Task, fingerprint
 from ..errors import SageError
 from ..student.checkpoint import load_model
 from ..student.generate import Job, Tally, generate, view_augmentations
 from ..student.modeling_sage import SageModel
-from ..training.adapt import adapt_tasks, extend_tasks
-from ..training.data import fingerprint
+from ..training.adapt import adapt_tasks
 from ..utils.device import check_device
 from ..utils.io import atomic_save_safetensors, atomic_write_json
 
@@ -85,10 +84,10 @@ def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg:
     info = {"unknown_tasks": len(unknown), "adapted": 0}
     if not unknown:
         return rows, info
-    if not isinstance(model, SageModel):  # ONNX graphs: the mean row, as extend_tasks gives a new task
+    if not isinstance(model, SageModel):  # ONNX graphs: the mean row, as SageModel.extend_tasks gives a new task
         rows.update({fp: model.unknown_row for fp in unknown})
         return rows, info
-    first = extend_tasks(model, len(unknown))
+    first = model.extend_tasks(len(unknown))
     for i, fp in enumerate(unknown):
         rows[fp] = first + i
     saved = out.with_name(out.name + ".adapted.safetensors")

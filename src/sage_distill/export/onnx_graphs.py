@@ -10,7 +10,7 @@ A query attends to real keys at or before it and always to itself (a padding que
 itself, as in the torch path). Keys and values: [B, heads, length, head_dim], float32; `i` counts
 (loop, layer) slots. Logits: [B, VOCAB] for the last position only.
 
-The task tables are the model's plus one row at the end, the mean row `extend_tasks` gives a task
+The task tables are the model's plus one row at the end, the mean row `SageModel.extend_tasks` gives a task
 the model has no embedding for, so a graph answers unknown tasks as the torch path does without
 adaptation. `SageModel.forward` is not used here: the wrapper reads the same submodules and
 concatenates past and new keys instead of writing a preallocated cache.
@@ -95,11 +95,10 @@ class DecoderGraph(nn.Module):
 
 def with_unknown_row(model: SageModel) -> SageModel:
     """A float32 copy of the model with one more task row: the mean row unknown tasks get."""
-    from ..training.adapt import extend_tasks
 
     model = copy.deepcopy(model).float().cpu().eval()
     if model.config.num_tasks:
-        extend_tasks(model, 1)
+        model.extend_tasks(1)
     return model
 
 
@@ -268,7 +267,7 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
             "outputs": {"logits": "[batch, vocab] float32, the last position",
                         "present.{i}.key/value": "[batch, heads, past + sequence, head_dim] float32"},
             "tasks": {"fingerprints": fingerprints, "unknown_row": len(fingerprints) if cfg.num_tasks else 0,
-                      "unknown_row_is": "the mean of the trained rows, as extend_tasks initialises a new task"},
+                      "unknown_row_is": "the mean of the trained rows, as a new task starts"},
         }
         atomic_write_json(tmp / MANIFEST, manifest, indent=1)
         if out.is_dir():

@@ -180,6 +180,23 @@ class SageModel(nn.Module):
         self.tasks = tasks
         self.config = self.config.model_copy(update={"num_tasks": tasks.num_tasks})
 
+    def extend_tasks(self, count: int) -> int:
+        """Append `count` task rows (task vector and colour roles), each the mean of the trained rows: the
+        start of a task the model has no row for (adaptation, a teacher's unseen task, the ONNX graphs'
+        unknown row). Returns the first new row."""
+        old = self.tasks
+        first = old.num_tasks if self.config.num_tasks else 0
+        new = TaskEmbeddings(first + count, self.config.hidden).to(old.task.weight.device)
+        with torch.no_grad():
+            if first:
+                new.task.weight[:first] = old.task.weight[:first]
+                new.colour.weight[:first * NUM_COLORS] = old.colour.weight[:first * NUM_COLORS]
+                new.task.weight[first:] = old.task.weight[:first].mean(0)
+                mean_roles = old.colour.weight[:first * NUM_COLORS].view(first, NUM_COLORS, -1).mean(0)
+                new.colour.weight[first * NUM_COLORS:] = mean_roles.repeat(count, 1)
+        self.replace_tasks(new)
+        return first
+
 
 def document_mask(doc: torch.Tensor) -> torch.Tensor:
     """Dense causal mask within documents, [B, 1, L, L], for packed rows off the GPU."""

@@ -12,25 +12,10 @@ import torch
 
 from ..arc.task import Task
 from ..distill.terms import output_loss
-from ..student.modeling_sage import SageModel, TaskEmbeddings, packed_mask
+from ..student.modeling_sage import SageModel, packed_mask
 from .data import PackedRows, StepBatches, build_pairs, pair_lengths
 
 log = logging.getLogger(__name__)
-
-
-def extend_tasks(model: SageModel, count: int) -> int:
-    """Append `count` rows to the model's task tables (mean-initialised); returns the first new row."""
-    old = model.tasks
-    first = old.num_tasks if model.config.num_tasks else 0
-    new = TaskEmbeddings(first + count, model.config.hidden).to(old.task.weight.device)
-    with torch.no_grad():
-        if first:
-            new.task.weight[:first] = old.task.weight[:first]
-            new.colour.weight[:first * 10] = old.colour.weight[:first * 10]
-            new.task.weight[first:] = old.task.weight[:first].mean(0)
-            new.colour.weight[first * 10:] = old.colour.weight[:first * 10].view(first, 10, -1).mean(0).repeat(count, 1)
-    model.replace_tasks(new)
-    return first
 
 
 def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: float, max_steps: int | None = None,

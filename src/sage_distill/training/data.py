@@ -20,8 +20,6 @@ pure function of (seed, step, rank): a resumed run sees exactly the data it woul
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,18 +29,12 @@ import torch
 
 from ..arc.augment import Augmentation, input_palette, random_color_perm
 from ..arc.datasets import load_dataset
-from ..arc.task import Task, grid_key
+from ..arc.task import Task, fingerprint, grid_key
 from ..errors import SageError
 from ..student.configuration_sage import IGNORE
 from ..student.sequences import Encoded, encode_pair, sequence_length
 
 log = logging.getLogger(__name__)
-
-
-def fingerprint(task: Task) -> str:
-    """Identity of a task from its demonstration pairs only (never its id, never test outputs)."""
-    demos = [[p.input.tolist(), p.output.tolist()] for p in task.train]
-    return hashlib.sha256(json.dumps(demos, separators=(",", ":")).encode()).hexdigest()[:24]
 
 
 @dataclass

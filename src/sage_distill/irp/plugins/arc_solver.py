@@ -10,7 +10,7 @@ change), when the view budget is spent, or, where `energy_threshold` is set, onc
 is at most that after `min_views` views (a looser rule that may change pass@2).
 
 A task the model has no embedding row for (looked up by the fingerprint of its demonstrations) gets
-a fresh mean-initialised row (`training.adapt.extend_tasks`) and `adapt_steps` gradient steps on its
+a fresh mean-initialised row (`SageModel.extend_tasks`) and `adapt_steps` gradient steps on its
 demonstrations (`adapt_tasks`), `adapt_steps_per_call` per IRP step, so the ATP budget can stop
 adaptation between steps; decoding starts once they are done (or at once with `adapt_steps: 0`).
 Adaptation done for a fingerprint is kept for the rest of the run.
@@ -34,13 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from ...arc.augment import IDENTITY, Augmentation, input_palette
-from ...arc.task import Task
+from ...arc.task import Task, fingerprint
 from ...arc.validate import parse_task
 from ...student.generate import Job, Tally, _key, generate, view_augmentations
 from ...student.modeling_sage import SageModel, document_mask
 from ...student.sequences import encode_pair
-from ...training.adapt import adapt_tasks, extend_tasks
-from ...training.data import fingerprint
+from ...training.adapt import adapt_tasks
 from ..contract import Answer, HaltDecision, History
 from ..memory import Experience
 
@@ -99,7 +98,7 @@ class ArcSolver:
         """The task's embedding row; a fresh mean-initialised one for a task the model never saw."""
         fp = fp or fingerprint(task)
         if fp not in self.rows:
-            self.rows[fp] = extend_tasks(self.model, 1)
+            self.rows[fp] = self.model.extend_tasks(1)
             self.adapted[fp] = 0
         return self.rows[fp]
 
