@@ -29,3 +29,23 @@ def small_world(monkeypatch, n_train_tasks: int = 6, n_eval_tasks: int = 3) -> d
              "evaluation": [small_task(100 + i, task_id=f"eval{i:03d}") for i in range(n_eval_tasks)]}
     monkeypatch.setattr(data, "load_dataset", lambda name, split: list(world[split]))
     return world
+
+
+def tiny_model_world(root, n_tasks: int):
+    """`n_tasks` small tasks as an answer-free challenges file, and a random tiny SAGE model folder with a
+    row for all but the last task (which is unknown to it): (tasks, challenges path, model folder)."""
+    import json
+
+    import torch
+
+    from sage_distill.arc.task import fingerprint
+    from sage_distill.student import SageConfig, SageModel
+    from sage_distill.student.checkpoint import save_model
+
+    tasks = [small_task(i, n_test=1 + i % 2) for i in range(n_tasks)]
+    challenges = root / "challenges.json"
+    challenges.write_text(json.dumps({t.id: t.to_json(with_answers=False) for t in tasks}))
+    torch.manual_seed(0)
+    model = SageModel(SageConfig.preset("tiny").model_copy(update={"num_tasks": 3}))
+    save_model(root / "model", model, [fingerprint(t.without_answers()) for t in tasks[:3]])
+    return tasks, challenges, root / "model"

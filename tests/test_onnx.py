@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from arc_world import small_task
-from sage_distill.arc.task import fingerprint
+from arc_world import tiny_model_world
 from sage_distill.evaluation.predict import PredictConfig, predict_file
-from sage_distill.student import SageConfig, SageModel
-from sage_distill.student.checkpoint import load_model, save_model
+from sage_distill.student.checkpoint import load_model
 from sage_distill.student.generate import Job, TorchSteps, _generate, view_augmentations
 
 onnx = pytest.importorskip("onnx")
@@ -27,12 +25,7 @@ def world(tmp_path_factory):
     from sage_distill.export.onnx_graphs import export_model
 
     root = tmp_path_factory.mktemp("onnx")
-    tasks = [small_task(i, n_test=1 + i % 2) for i in range(4)]
-    challenges = root / "challenges.json"
-    challenges.write_text(json.dumps({t.id: t.to_json(with_answers=False) for t in tasks}))
-    torch.manual_seed(0)
-    model = SageModel(SageConfig.preset("tiny").model_copy(update={"num_tasks": 3}))
-    save_model(root / "model", model, [fingerprint(t.without_answers()) for t in tasks[:3]])
+    tasks, challenges, _ = tiny_model_world(root, 4)
     export_model(root / "model", root / "graphs", "fp32")
     return tasks, challenges, root / "model", root / "graphs"
 

@@ -8,22 +8,14 @@ import json
 import pytest
 import torch
 
-from arc_world import small_task
+from arc_world import tiny_model_world
 from sage_distill.arc.task import fingerprint
 from sage_distill.evaluation.predict import PredictConfig, predict_file
-from sage_distill.student import SageConfig, SageModel
-from sage_distill.student.checkpoint import save_model
 
 
 @pytest.fixture
 def world(tmp_path):
-    tasks = [small_task(i, n_test=1 + i % 2) for i in range(5)]
-    challenges = tmp_path / "challenges.json"
-    challenges.write_text(json.dumps({t.id: t.to_json(with_answers=False) for t in tasks}))
-    torch.manual_seed(0)
-    model = SageModel(SageConfig.preset("tiny").model_copy(update={"num_tasks": 3}))
-    save_model(tmp_path / "model", model, [fingerprint(t.without_answers()) for t in tasks[:3]])
-    return tasks, challenges, tmp_path / "model"
+    return tiny_model_world(tmp_path, 5)
 
 
 def test_predict_writes_every_task_and_resumes_after_a_kill(world, tmp_path) -> None:
