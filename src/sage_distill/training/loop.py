@@ -38,6 +38,8 @@ from ..utils.io import atomic_save_safetensors, atomic_write_json
 from .state import load_optimizer, save_optimizer
 
 log = logging.getLogger(__name__)
+# The loop sets the factor before each optimiser step on purpose (the schedule of the step about to run).
+warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16 datasheet figure, for MFU
 # Settings a resume may change: where and how often to log or stop, not what is trained.
 FREE_ON_RESUME = {"out", "out_dir", "max_minutes", "log_every", "checkpoint_every", "save_every", "workers", "device"}
@@ -127,13 +129,12 @@ class Loop:
         start, last = time.time(), {}
         window_t, window_work, window_steps, sampled = time.time(), {}, 0, 0
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        snapshots = sorted(s.snapshots)
+        # A resumed run has written the snapshots of the fractions it passed already.
+        snapshots = [f for f in sorted(s.snapshots) if f > self._progress(self.elapsed)]
         bar = tqdm(total=s.steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True, desc="train")
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
         for batch in self.family.batches(self.step):
             minutes = self.elapsed + (time.time() - start) / 60
-            progress = minutes / s.minutes if s.minutes else self.step / s.steps
-            self.factor = schedule_factor(s, self.step, progress)
+            self.factor = schedule_factor(s, self.step, self._progress(minutes))
             for sch in self.schedulers:
                 sch.step()
             with autocast:
@@ -179,8 +180,7 @@ class Loop:
                     self._log(last, writer)
             if saving:
                 self.save(minutes)
-            progress = minutes / s.minutes if s.minutes else self.step / s.steps  # after this step
-            while snapshots and (progress >= snapshots[0] or done):
+            while snapshots and (self._progress(minutes) >= snapshots[0] or done):
                 frac = snapshots.pop(0)
                 if self.rank == 0 and not done:
                     self.family.save_inference(out / "snapshots" / f"step-{self.step:06d}", self.ema_weights())
@@ -196,6 +196,10 @@ class Loop:
         return last
 
     # ------------------------------------------------------------------ helpers
+    def _progress(self, minutes: float) -> float:
+        """How far through the schedule: by the clock with `minutes`, else by steps done."""
+        return minutes / self.s.minutes if self.s.minutes else self.step / self.s.steps
+
     def _check(self, first_bad: torch.Tensor, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         step = int(first_bad)
         if step >= 0:

@@ -56,7 +56,7 @@ class ArcFamily:
         self.model = SageModel(cfg.model_config_(len(self.table.fingerprints))).to(device)
         self.teacher, self.teacher_rows = build_arc_teacher(cfg, self.table, device, config_file)
         self.losses = build_losses(cfg, self.model, self.teacher, config_file).to(device)
-        self.extra: nn.Module | None = self.losses if any(True for _ in self.losses.parameters()) else None
+        self.extra: nn.Module | None = self.losses if next(self.losses.parameters(), None) is not None else None
         self.want_hidden = "feature" in self.losses.terms
         shared = [p for n, p in self.model.named_parameters() if not n.startswith("tasks.")]
         shared += list(self.losses.parameters())  # e.g. a feature projector trains with the student
