@@ -93,6 +93,22 @@ def test_eval_scores_beside_the_baselines(world, tmp_path, cli, monkeypatch) -> 
     assert scores["inference"]["views"] == 2 and "copy" in out and "background" in out
 
 
+def test_eval_with_rescoring_scores_the_vote_alone_beside_it(world, tmp_path, cli, monkeypatch) -> None:
+    import sage_distill.evaluation.model_eval as me
+
+    tasks, challenges, model = world
+    monkeypatch.setattr(me, "export_split", lambda d, s, folder: _export(tasks, folder))
+    code, out, err = cli("eval", "--model", model, "--dataset", "arc1", "--out", tmp_path / "ev", "--views", "3",
+                         "--rescore", "2")
+    assert code == 0, err
+    scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
+    assert scores["inference"]["rescore"] == 2 and set(scores["vote_only"]) == {"pass@2", "pass@1"}
+    votes = json.loads((tmp_path / "ev" / "predictions.votes.json").read_text())
+    assert set(votes) == {t.id for t in tasks} and "the vote alone" in out
+    code, _, err = cli("eval", "--model", model, "--dataset", "arc1", "--out", tmp_path / "ev2", "--rescore", "65")
+    assert code == 2 and "--rescore" in err and not (tmp_path / "ev2").exists()
+
+
 def _export(tasks, folder):
     from sage_distill.utils.io import atomic_write_json
 

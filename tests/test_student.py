@@ -12,7 +12,8 @@ from sage_distill.errors import SageError
 from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.checkpoint import load_model, save_model
 from sage_distill.student.configuration_sage import END, NEWLINE
-from sage_distill.student.generate import Candidate, Job, Tally, advance, generate, view_augmentations
+from sage_distill.student.generate import (Candidate, Job, Tally, TorchSteps, advance, generate, rescore,
+                                           sequence_logprobs, view_augmentations)
 from sage_distill.student.modeling_sage import KVCache, document_mask
 from sage_distill.student.sequences import decode_output, encode_pair
 
@@ -125,6 +126,57 @@ def test_views_are_deterministic_unique_and_start_with_the_dihedral_group() -> N
     assert v == view_augmentations("0123456789abcdef", 24) and len(set(v)) == 24
     assert [a.dihedral for a in v[:8]] == list(range(8)) and all(a.colors == tuple(range(10)) for a in v[:8])
     assert all(a.colors[0] == 0 for a in v)
+
+
+def test_teacher_forced_likelihood_equals_the_decoding_likelihood() -> None:
+    """The re-scoring's one causal pass gives each answer the log-likelihood the KV-cached decoder would
+    accumulate token by token (prefill, then one step per output token), whatever the batch's padding."""
+    m = tiny(2)
+    with torch.no_grad():
+        m.head.weight.normal_(0, 0.5)
+    rng = np.random.default_rng(1)
+    items = [(Job(rng.integers(0, 10, (int(rng.integers(1, 5)), int(rng.integers(1, 5)))).astype(np.uint8), a, i % 2),
+              rng.integers(0, 10, (int(rng.integers(1, 4)), int(rng.integers(1, 4)))).astype(np.uint8))
+             for i, a in enumerate(view_augmentations("0123456789abcdef", 10))]
+    scores = sequence_logprobs(m, items, tokens_per_batch=64)
+    assert scores == pytest.approx([_decoder_logprob(m, j, out) for j, out in items], abs=1e-3)
+    assert scores == pytest.approx([sequence_logprobs(m, [it], 1)[0] for it in items], abs=1e-4)
+
+
+@torch.no_grad()
+def _decoder_logprob(m: SageModel, job: Job, out: np.ndarray) -> float:
+    steps = TorchSteps(m)
+    prompt, full = encode_pair(job.grid, None, job.aug), encode_pair(job.grid, out, job.aug)
+    t = lambda x: torch.from_numpy(x)[None]  # noqa: E731
+    logits = steps.prefill(t(prompt.tokens), t(prompt.pos), torch.tensor([[job.task_row]]),
+                           torch.tensor([[job.aug.dihedral]]), t(prompt.role), torch.ones(1, len(prompt.tokens),
+                                                                                          dtype=torch.bool), 40)
+    total = 0.0
+    for k in range(full.output_start + 1, len(full.tokens)):
+        total += float(torch.log_softmax(logits[0].float(), -1)[full.tokens[k]])
+        logits = steps.step(t(full.tokens[k:k + 1]), t(full.pos[k:k + 1]), torch.tensor([[job.task_row]]),
+                            torch.tensor([[job.aug.dihedral]]), t(full.role[k:k + 1]))
+    return total
+
+
+def test_rescoring_ranks_the_leaders_by_likelihood_over_every_view() -> None:
+    m = tiny(1)
+    test_input = grid([1, 2], [2, 1])
+    views = [Job(test_input, a, 0) for a in view_augmentations("fedcba9876543210", 4)]
+    a, b, c = grid([1]), grid([2, 2]), grid([3])
+    tally = Tally.empty()
+    tally.add([Candidate(a, -1.0), Candidate(a, -1.0), Candidate(a, -1.0), Candidate(b, -2.0), Candidate(c, -3.0),
+               Candidate(test_input, 0.0)], test_input)
+    rescore(m, [tally], [views], count=2, tokens_per_batch=256)
+    expected = {k: sum(sequence_logprobs(m, [(j, tally.grids[k])], 1)[0] for j in views) for k in tally.poe}
+    assert set(tally.poe) == set(tally.leaders(2)) and len(tally.poe) == 2  # the copy and c are not re-scored
+    assert tally.poe == pytest.approx(expected)
+    best = max(tally.poe, key=tally.poe.get)
+    assert _same(tally.ranked()[0], tally.grids[best]) and _same(tally.ranked(by_votes=True)[0], a)
+
+
+def _same(x: np.ndarray, y: np.ndarray) -> bool:
+    return x.shape == y.shape and bool((x == y).all())
 
 
 def test_the_vote_ranks_by_count_then_likelihood_and_never_prefers_a_copy() -> None:

@@ -142,18 +142,20 @@ def train(config: Annotated[Path, Opt("--config", help="Training YAML (configs/a
     run(load_config(config, parse_overrides(set_ or [])), resume, allow_changes, config_file=config)
 
 
+RESCORE_HELP = ("Re-score the N most-voted candidates of each test input by their likelihood summed over "
+                "every view (product of experts) before picking two; 0: the vote alone")
 RUNTIME_HELP = "torch | onnx (ONNX Runtime on the CPU; --model is then a folder from `sage-distill export`)"
 
 
 def _predict_config(views: int, adapt_minutes: float, minutes: float | None, device: str, batch: int, seed: int,
-                    runtime: str = "torch"):
+                    runtime: str = "torch", rescore: int = 0):
     from pydantic import ValidationError
 
     from .evaluation.predict import PredictConfig
 
     try:
         return PredictConfig(views=views, adapt_minutes=adapt_minutes, minutes=minutes, device=device, batch=batch,
-                             seed=seed, runtime=runtime)
+                             seed=seed, runtime=runtime, rescore=rescore)
     except ValidationError as e:
         first = e.errors()[0]
         raise SageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
@@ -170,11 +172,12 @@ def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, 
             batch: Annotated[int, Opt("--batch", help="Sequences per decoding batch (0: automatic).")] = 0,
             seed: Annotated[int, Opt("--seed")] = 0,
             limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None,
-            runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch") -> None:
+            runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch",
+            rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0) -> None:
     """Solve every task of a challenges file (no answers needed) into an ARC Prize submission."""
     from .evaluation.predict import predict_file, summary_line
 
-    cfg = _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime)
+    cfg = _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore)
     print(summary_line(out, predict_file(model, challenges, out, cfg, limit)))
 
 
@@ -189,12 +192,13 @@ def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt
              batch: Annotated[int, Opt("--batch")] = 0,
              seed: Annotated[int, Opt("--seed")] = 0,
              limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None,
-             runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch") -> None:
+             runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch",
+             rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0) -> None:
     """Export -> predict -> score (beside the baselines) -> renders, in one folder."""
     from .evaluation.model_eval import evaluate_model
 
     evaluate_model(model, dataset, split, out,
-                   _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime), limit)
+                   _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore), limit)
 
 
 @app.command("export")

@@ -26,7 +26,7 @@ from ..arc.datasets import load_challenges
 from ..arc.task import Task, fingerprint
 from ..errors import SageError
 from ..student.checkpoint import load_model
-from ..student.generate import Job, Tally, generate, view_augmentations
+from ..student.generate import Job, Tally, generate, rescore, view_augmentations
 from ..student.modeling_sage import SageModel
 from ..training.adapt import adapt_tasks
 from ..utils.device import check_device
@@ -44,6 +44,10 @@ class PredictConfig(BaseModel):
     batch: int = Field(0, ge=0)  # sequences per decoding batch; 0 picks 384 on a GPU and 16 on the CPU
     seed: int = Field(0, ge=0)
     runtime: Literal["torch", "onnx"] = "torch"  # onnx: graphs from `sage-distill export`, ONNX Runtime on the CPU
+    # Re-score this many most-voted candidates per test input by their likelihood under every view (product
+    # of experts) before the top two are chosen; 0 keeps the vote. Costs one teacher-forced pass per
+    # (candidate, view): cheap on a GPU, several seconds a task on a CPU.
+    rescore: int = Field(0, ge=0, le=64)
 
 
 def check_runtime(model_dir: str | Path, cfg: PredictConfig) -> None:
@@ -58,6 +62,8 @@ def check_runtime(model_dir: str | Path, cfg: PredictConfig) -> None:
     if cfg.adapt_minutes > 0:
         raise ConfigError("adaptation trains the torch model; use --runtime torch with --adapt-minutes",
                           file="--adapt-minutes")
+    if cfg.rescore:
+        raise ConfigError("re-scoring runs the torch model; use --runtime torch with --rescore", file="--rescore")
     read_manifest(model_dir)
 
 
@@ -123,9 +129,10 @@ def _chunks(tasks: list[Task], jobs_per_chunk: int, views: int) -> list[list[Tas
     return chunks
 
 
-def solve_chunk(model, tasks: list[Task], rows: dict[str, int], views: int, batch: int
+def solve_chunk(model, tasks: list[Task], rows: dict[str, int], views: int, batch: int, rescore_count: int = 0
                 ) -> dict[str, list[Tally]]:
-    """Decode every (task, test input, view) of the chunk, shortest prompts batched together."""
+    """Decode every (task, test input, view) of the chunk, shortest prompts batched together; then, with
+    `rescore_count`, re-score the leading candidates under every view (`generate.rescore`)."""
     jobs: list[tuple[str, int, Job]] = []
     for t in tasks:
         fp = fingerprint(t)
@@ -139,6 +146,13 @@ def solve_chunk(model, tasks: list[Task], rows: dict[str, int], views: int, batc
         part = jobs[s:s + batch]
         for (tid, i, _), cand in zip(part, generate(model, [j for _, _, j in part]), strict=True):
             tallies[tid][i].add([cand], inputs[tid][i])
+    if rescore_count:
+        views_of = {(tid, i): [] for tid, ts in tallies.items() for i in range(len(ts))}
+        for tid, i, j in jobs:
+            views_of[(tid, i)].append(j)
+        keys = list(views_of)
+        rescore(model, [tallies[tid][i] for tid, i in keys], [views_of[k] for k in keys], rescore_count,
+                tokens_per_batch=batch * 512)
     return tallies
 
 
@@ -179,12 +193,15 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
             if time.time() >= deadline:
                 break
             t0 = time.time()
-            tallies = solve_chunk(model, chunk, rows, cfg.views, batch)
+            tallies = solve_chunk(model, chunk, rows, cfg.views, batch, cfg.rescore)
             seconds = (time.time() - t0) / len(chunk)
             for t in chunk:
                 ts = tallies[t.id]
                 row = {"task": t.id, "attempts": [tl.attempts(g) for tl, g in zip(ts, t.test_inputs, strict=True)],
                        "views": cfg.views, "invalid": sum(tl.invalid for tl in ts), "seconds": seconds}
+                if cfg.rescore:  # the vote's own answers too: the re-scoring's effect from one run
+                    row["vote_attempts"] = [tl.attempts(g, by_votes=True) for tl, g in zip(ts, t.test_inputs,
+                                                                                          strict=True)]
                 f.write(json.dumps(row) + "\n")
                 done[t.id] = row
             f.flush()
@@ -198,8 +215,13 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
             unfinished += 1
             submission[t.id] = [{"attempt_1": g.tolist(), "attempt_2": g.tolist()} for g in t.test_inputs]
     atomic_write_json(out, submission)
+    if cfg.rescore:
+        votes_only = {tid: done[tid].get("vote_attempts", sub) if tid in done else sub
+                      for tid, sub in submission.items()}
+        atomic_write_json(out.with_name(out.stem + ".votes.json"), votes_only)
     finished = [done[t.id] for t in tasks if t.id in done]
-    stats = {"tasks": len(tasks), "unfinished": unfinished, "views": cfg.views, "device": cfg.device,
+    stats = {"tasks": len(tasks), "unfinished": unfinished, "views": cfg.views, "rescore": cfg.rescore,
+             "device": cfg.device,
              "runtime": cfg.runtime if cfg.runtime == "torch" else f"onnx-{model.precision}",
              "seconds": time.time() - start, **info,
              "seconds_per_task": sum(r["seconds"] for r in finished) / max(1, len(finished)),

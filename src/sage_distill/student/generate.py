@@ -1,4 +1,5 @@
-"""Batched, KV-cached greedy decoding of output grids, and the vote over augmented views.
+"""Batched, KV-cached greedy decoding of output grids, the vote over augmented views, and the
+re-scoring of the leading candidates by their likelihood under every view (product of experts).
 
 Prompts of different lengths are left-padded so that every sequence of a batch writes its next
 token into the same cache slot; padding keys are masked out. Each generated token gets its 3-D
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -155,6 +156,59 @@ def _generate(steps, jobs: list[Job], max_new: int, temperature: float = 0.0,
     return results
 
 
+@torch.no_grad()
+def sequence_logprobs(model: SageModel, items: list[tuple[Job, np.ndarray]], tokens_per_batch: int) -> list[float]:
+    """Log-likelihood of each (job, output grid) under the job's view: the output tokens' log-probabilities
+    (<end> included) summed, teacher-forced in one causal pass. Sequences are right-padded, so plain causal
+    attention never reads padding; batches hold about `tokens_per_batch` tokens, similar lengths together."""
+    device = next(model.parameters()).device
+    enc = [encode_pair(j.grid, out, j.aug) for j, out in items]
+    order = sorted(range(len(items)), key=lambda i: len(enc[i].tokens))
+    scores = [0.0] * len(items)
+    s = 0
+    while s < len(order):
+        e = s + 1  # lengths ascend: the batch's last sequence is its longest
+        while e < len(order) and (e - s + 1) * len(enc[order[e]].tokens) <= tokens_per_batch:
+            e += 1
+        part = order[s:e]
+        n = max(len(enc[i].tokens) for i in part)
+        tokens = torch.full((len(part), n), END, dtype=torch.long)
+        pos = torch.zeros(len(part), n, 3, dtype=torch.long)
+        role = torch.full((len(part), n), -1, dtype=torch.long)
+        scored = torch.zeros(len(part), n, dtype=torch.bool)  # positions whose next token is an output token
+        for r, i in enumerate(part):
+            x = enc[i]
+            m = len(x.tokens)
+            tokens[r, :m], pos[r, :m], role[r, :m] = (torch.from_numpy(x.tokens), torch.from_numpy(x.pos),
+                                                      torch.from_numpy(x.role))
+            scored[r, x.output_start:m - 1] = True
+        task = torch.tensor([items[i][0].task_row for i in part])[:, None].expand(-1, n)
+        view = torch.tensor([items[i][0].aug.dihedral for i in part])[:, None].expand(-1, n)
+        tokens, pos, role, scored, task, view = (t.to(device) for t in (tokens, pos, role, scored, task, view))
+        logp = torch.log_softmax(model(tokens, pos, task, view, role, None).float(), -1)
+        nxt = logp[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+        total = (nxt * scored[:, :-1]).sum(1).tolist()
+        for r, i in enumerate(part):
+            scores[i] = total[r]
+        s = e
+    return scores
+
+
+def rescore(model: SageModel, tallies: list[Tally], jobs: list[list[Job]], count: int,
+            tokens_per_batch: int) -> None:
+    """Product of experts: each test input's `count` most-voted candidates are scored under every one of
+    its views (`jobs[i]`, the views it was decoded under) and ranked by the sum (`Tally.poe`). A candidate
+    that only a few views produced can win when every view finds it likely."""
+    items, owners = [], []
+    for i, (tally, views) in enumerate(zip(tallies, jobs, strict=True)):
+        for k in tally.leaders(count):
+            for j in views:
+                items.append((j, tally.grids[k]))
+                owners.append((i, k))
+    for (i, k), lp in zip(owners, sequence_logprobs(model, items, tokens_per_batch), strict=True):
+        tallies[i].poe[k] = tallies[i].poe.get(k, 0.0) + lp
+
+
 def view_augmentations(seed_key: str, count: int, palette: tuple[int, ...] | None = None) -> list[Augmentation]:
     """View k: dihedral k mod 8; the first 8 keep the colours, later ones permute colours 1-9 (0 stays
     background), drawn from a generator seeded by the task's fingerprint. With `palette` (the task's input
@@ -185,6 +239,7 @@ class Tally:
     grids: dict
     views: int = 0
     invalid: int = 0
+    poe: dict = field(default_factory=dict)  # candidate -> log-likelihood summed over every view (rescore)
 
     @staticmethod
     def empty() -> Tally:
@@ -205,13 +260,22 @@ class Tally:
             if k == copy_key:
                 self.logprob[k] -= 1e9
 
-    def ranked(self) -> list[np.ndarray]:
+    def ranked(self, by_votes: bool = False) -> list[np.ndarray]:
+        """Candidates best first: the re-scored ones (if any) by their product-of-experts likelihood, then
+        the rest by votes, ties broken by the summed likelihood of their own decodings."""
         order = sorted(self.grids, key=lambda k: (self.votes[k], self.logprob[k]), reverse=True)
+        if self.poe and not by_votes:
+            order = sorted(self.poe, key=self.poe.get, reverse=True) + [k for k in order if k not in self.poe]
         return [self.grids[k] for k in order]
 
-    def attempts(self, fallback: np.ndarray) -> dict[str, list]:
-        r = self.ranked() or [fallback]
+    def attempts(self, fallback: np.ndarray, by_votes: bool = False) -> dict[str, list]:
+        r = self.ranked(by_votes) or [fallback]
         return {"attempt_1": r[0].tolist(), "attempt_2": (r[1] if len(r) > 1 else r[0]).tolist()}
+
+    def leaders(self, count: int) -> list[tuple]:
+        """Keys of the `count` most-voted candidates, a copy of the input excluded (it never outranks)."""
+        order = sorted(self.grids, key=lambda k: (self.votes[k], self.logprob[k]), reverse=True)
+        return [k for k in order if self.votes[k] > 0][:count]
 
     def leader_share(self) -> float:
         total = sum(self.votes.values())

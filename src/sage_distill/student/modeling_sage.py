@@ -87,7 +87,9 @@ class Attention(nn.Module):
             cache.v[slot, :, :, start:start + n] = v
             if start > 0:
                 k, v = cache.k[slot], cache.v[slot]
-        if isinstance(mask, torch.Tensor):
+        if mask is None:  # plain causal (right-padded sequences: padding comes after what is read)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif isinstance(mask, torch.Tensor):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:  # a flex-attention BlockMask (packed training on GPU)
             from torch.nn.attention.flex_attention import flex_attention
@@ -111,13 +113,15 @@ class Block(nn.Module):
 
 
 class TaskEmbeddings(nn.Module):
-    """Per-task rows: one vector per task and one per (task, colour role). Sparse gradients, so the
-    optimiser touches only the rows of the tasks in the batch."""
+    """Per-task rows: one vector per task and one per (task, colour role). Dense gradients: the fused
+    AdamW updates the whole table in one kernel, where sparse gradients (65k looked-up rows a step)
+    cost a coalescing sort and a host sync every step. Rows no batch touches keep zero moments and
+    never move (no weight decay on this table)."""
 
     def __init__(self, num_tasks: int, hidden: int) -> None:
         super().__init__()
-        self.task = nn.Embedding(max(num_tasks, 1), hidden, sparse=True)
-        self.colour = nn.Embedding(max(num_tasks, 1) * NUM_COLORS, hidden, sparse=True)
+        self.task = nn.Embedding(max(num_tasks, 1), hidden)
+        self.colour = nn.Embedding(max(num_tasks, 1) * NUM_COLORS, hidden)
         nn.init.normal_(self.task.weight, std=0.02)
         nn.init.normal_(self.colour.weight, std=0.02)
 
@@ -158,8 +162,9 @@ class SageModel(nn.Module):
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, task: torch.Tensor, view: torch.Tensor,
                 role: torch.Tensor, mask, cache: KVCache | None = None, return_hidden: bool = False):
         """tokens, task, view, role: [B, L]; pos: [B, L, 3]. `mask` is a boolean [B, 1, L, Lkeys]
-        tensor (True = may attend) or a flex BlockMask. Returns logits [B, L, VOCAB], and with
-        `return_hidden` also the final hidden states [B, L, hidden] (the head's input; for distillation)."""
+        tensor (True = may attend), a flex BlockMask, or None for plain causal attention. Returns logits
+        [B, L, VOCAB], and with `return_hidden` also the final hidden states [B, L, hidden] (the head's
+        input; for distillation)."""
         x = self.tok(tokens) + self.view(view) + self.tasks(task, role)
         cos, sin = self.rope(pos)
         slot = 0

@@ -35,7 +35,8 @@ def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: fl
     params = list(model.tasks.parameters())
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.SparseAdam(params, lr=lr, betas=(0.9, 0.95))
+    # Rows outside first_row.. get zero gradients, so their Adam moments stay zero and they never move.
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.95), fused=cuda)
     model.train()
     deadline, step, loss = time.time() + minutes * 60, 0, float("nan")
     while time.time() < deadline and (max_steps is None or step < max_steps):

@@ -59,7 +59,7 @@ class OptimConfig(Strict):
     rows: int = Field(8, gt=0)  # packed rows per step and rank
     row_len: int = Field(8192, ge=64)  # tokens per row; one pair is at most 1,863 tokens
     lr: float = Field(1e-3, gt=0, le=1.0)
-    task_lr: float = Field(1e-2, gt=0, le=10.0)  # per-task embeddings (sparse Adam)
+    task_lr: float = Field(1e-2, gt=0, le=10.0)  # the per-task rows (their own AdamW group, no weight decay)
     weight_decay: float = Field(0.1, ge=0)
     warmup: int = Field(200, ge=0)
     decay_fraction: float = Field(0.2, gt=0, le=1.0)  # warm-up, stable, then linear decay to 0

@@ -1,7 +1,7 @@
 """Training the SAGE ARC model, or distilling a smaller one from a teacher: the ARC family of the one
-training loop (`loop.py`). It supplies packed rows (data.py), the SAGE model, AdamW on the shared
-weights + sparse Adam on the task rows, and the loss set of the config (`losses:`), with the frozen
-teacher of `teacher:` run on the student's own rows (never their labels).
+training loop (`loop.py`). It supplies packed rows (data.py), the SAGE model, one fused AdamW over the
+shared weights and the task rows (their own group), and the loss set of the config (`losses:`), with the
+frozen teacher of `teacher:` run on the student's own rows (never their labels).
 
 Launch with `sage-distill train --config FILE.yaml`, or data-parallel with
 `torchrun --nproc_per_node=K -m sage_distill train --config FILE.yaml`.
@@ -61,24 +61,20 @@ class ArcFamily:
         shared = [p for n, p in self.model.named_parameters() if not n.startswith("tasks.")]
         shared += list(self.losses.parameters())  # e.g. a feature projector trains with the student
         self._clipped = shared
-        fused = device.type == "cuda"
-        self._optimizers = {
-            "shared": torch.optim.AdamW([
-                {"params": [p for p in shared if p.ndim >= 2], "weight_decay": o.weight_decay},
-                {"params": [p for p in shared if p.ndim < 2], "weight_decay": 0.0},
-            ], lr=o.lr, betas=(0.9, 0.95), fused=fused),
-            "tasks": torch.optim.SparseAdam(list(self.model.tasks.parameters()), lr=o.task_lr, betas=(0.9, 0.95)),
-        }
+        tasks = list(self.model.tasks.parameters())
+        self._optimizers = {"adamw": torch.optim.AdamW([
+            {"params": [p for p in shared if p.ndim >= 2], "weight_decay": o.weight_decay},
+            {"params": [p for p in shared if p.ndim < 2], "weight_decay": 0.0},
+            {"params": tasks, "weight_decay": 0.0, "lr": o.task_lr},
+        ], lr=o.lr, betas=(0.9, 0.95), fused=device.type == "cuda")}
         self.packed = PackedRows(self.table, o.row_len, cfg.seed, self.model.config.palette_views)
         self.on_policy_stats: dict[str, Any] = {}
 
     def compile(self) -> None:
-        """The blocks only: the sparse task-embedding lookup stays eager."""
-        for block in self.model.blocks:
-            block.compile()
+        """The whole model as one graph (embeddings, blocks, head); the frozen teacher likewise."""
+        self.model.compile()
         if hasattr(self.teacher, "model"):
-            for block in self.teacher.model.blocks:
-                block.compile()
+            self.teacher.model.compile()
 
     # -- what the loop asks for
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -137,7 +133,7 @@ class ArcFamily:
         docs_with_labels, docs_wrong = torch.unique(doc[labelled]), torch.unique(doc[wrong])
         row = {"token_acc": float(1 - wrong.sum() / labelled.sum().clamp(min=1)),
                "exact": 1 - len(docs_wrong) / max(1, len(docs_with_labels)),
-               "lr": self._optimizers["shared"].param_groups[0]["lr"]}
+               "lr": self._optimizers["adamw"].param_groups[0]["lr"]}
         return {**row, **{k: float(v) for k, v in self.on_policy_stats.items()}}
 
     def work(self, batch: dict[str, Any]) -> dict[str, float]:
