@@ -12,8 +12,17 @@ from sage_distill.errors import SageError
 from sage_distill.student import SageConfig, SageModel
 from sage_distill.student.checkpoint import load_model, save_model
 from sage_distill.student.configuration_sage import END, NEWLINE
-from sage_distill.student.generate import (Candidate, Job, Tally, TorchSteps, advance, generate, rescore,
-                                           sequence_logprobs, view_augmentations)
+from sage_distill.student.generate import (
+    Candidate,
+    Job,
+    Tally,
+    TorchSteps,
+    advance,
+    generate,
+    rescore,
+    sequence_logprobs,
+    view_augmentations,
+)
 from sage_distill.student.modeling_sage import KVCache, document_mask
 from sage_distill.student.sequences import decode_output, encode_pair
 
