@@ -126,6 +126,11 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     ("predict", "challenges cell 12", PRED,
      _json("challenges.json", {"t1": {**TASK, "train": [{"input": [[12]], "output": [[1]]}]}})),
     ("predict", "challenges task id ../x", PRED, _json("challenges.json", {"../x": TASK})),
+    *[("predict", f"config.json {case}", PRED, _edit_json("model/config.json", lambda c, u=update: c.update(u)))
+      for case, update in [("num_tasks 1e9 (256 GB)", {"num_tasks": 1e9}), ("hidden 100000", {"hidden": 100000}),
+                           ("heads 3 (odd head width)", {"heads": 3}), ("loops 1000", {"loops": 1000}),
+                           ("disagrees with the weights", {"hidden": 128}),
+                           ("~1 TB within every bound", {"hidden": 8192, "heads": 64, "layers": 128})]],
     # ---- eval
     *[("eval", f"{o} {v}", _with(EVAL, o, v), None) for o, v in [
         ("--views", "0"), ("--minutes", "0"), ("--dataset", "arc9"), ("--split", "test"), ("--device", "tpu"),
