@@ -279,6 +279,8 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     ("trace show", "record a list", SHOW, _write("trace.jsonl", "[1, 2]\n{\"cycle\": 1, \"state\": \"WAKE\"}\n")),
     ("trace show", "--out an existing folder", _with(SHOW, "--out", "{w}/adir"), None),
     ("trace show", "--out not .png", _with(SHOW, "--out", "{w}/tl.txt"), None),
+    ("trace show", "--out a symlink to a file", _with(SHOW, "--out", "{w}/link.png"),
+     lambda w: (w / "link.png").symlink_to(w / "afile.txt")),
     # ---- extract
     ("extract", "unknown teacher", _with(EXTRACT, "--teacher", "gpt"), None),
     ("extract", "bad pool", [*EXTRACT, "--pool", "3x4"], None),
