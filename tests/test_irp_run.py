@@ -122,3 +122,23 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert report["dream"]["dream_cycles"] >= 1
     assert json.loads((tmp_path / "b.json").read_text())["tasks"] == 2
     assert np.isfinite(report["dream"]["with_dream"]["pass@2"])
+
+
+def test_trace_show_refuses_a_symlinked_out_and_writes_atomically(tmp_path: Path, cli) -> None:
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(json.dumps({"cycle": 1, "state": "WAKE", "plugins": {"a": {"spent": 1.0}}}) + "\n")
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    link, dangling = tmp_path / "tl.png", tmp_path / "dangling.png"
+    link.symlink_to(target)
+    dangling.symlink_to(tmp_path / "made.png")
+    for out in (link, dangling):
+        code, _, err = cli("trace", "show", trace, "--out", out)
+        assert code == 2 and err.strip().splitlines() == [
+            f"error: --out: {out} is a symbolic link; give a plain file path"]
+    assert target.read_text() == "keep me\n" and not (tmp_path / "made.png").exists()
+    png = tmp_path / "plain.png"
+    code, out, err = cli("trace", "show", trace, "--out", png)
+    assert code == 0 and out.strip() == f"1 cycles, plugins a: wrote {png}", err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "dangling.png", "plain.png", "precious.txt", "tl.png", "trace.jsonl"]  # no temp file left

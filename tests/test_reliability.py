@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,23 @@ OUTSIDE = "../outside/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 EPISODE_ROW = {"task": "reach-v3", "protocol": "heldout", "seed": 0, "flow_steps": 2, "success": False, "steps": 500}
 
 
+def _partial(name: str, rows: str = "", views: int = 8, header: bool = True) -> Callable[[Path], None]:
+    """A killed predict's partial answers file beside `name`, with the real settings header (made with --views
+    `views`) and the given answer lines."""
+    def f(w: Path) -> None:
+        from sage_distill.evaluation.predict import PredictConfig, resume_settings
+
+        path = w / f"{name}.partial.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        settings = resume_settings(w / "model", PredictConfig(views=views), w / "challenges.json")
+        path.write_text((json.dumps({"settings": settings}) + "\n" if header else "") + rows)
+    return f
+
+
+PARTIAL_ROW = json.dumps({"task": "t1", "attempts": [{"attempt_1": [[1]], "attempt_2": [[1]]}], "views": 8,
+                          "invalid": 0, "seconds": 0.1}) + "\n"
+
+
 def _train_yaml(text: str) -> Callable[[Path], None]:
     def f(w: Path) -> None:
         (w / "t.yaml").write_text(text.replace("{w}", str(w)))
@@ -117,7 +135,8 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     *[("predict", f"{o} {v}", _with(PRED, o, v), None) for o, v in [
         ("--views", "0"), ("--views", "-3"), ("--views", "5000"), ("--views", "many"), ("--adapt-minutes", "-1"),
         ("--minutes", "0"), ("--minutes", "-2"), ("--device", "tpu"), ("--device", "cuda"), ("--batch", "-1"),
-        ("--limit", "0"), ("--limit", "-1"), ("--seed", "-1"), ("--out", "{w}/adir"), ("--model", "{w}/nope"),
+        ("--limit", "0"), ("--limit", "-1"), ("--seed", "-1"), ("--seed", "4294967296"), ("--batch", "5000"),
+        ("--minutes", "inf"), ("--adapt-minutes", "nan"), ("--out", "{w}/adir"), ("--model", "{w}/nope"),
         ("--model", "{w}/afile.txt"), ("--model", "{w}/adir"), ("--challenges", "{w}/nope.json")]],
     ("predict", "truncated weights", PRED, _truncate("model/model.safetensors")),
     ("predict", "config.json not JSON", PRED, _write("model/config.json", "{")),
@@ -126,11 +145,26 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     ("predict", "challenges cell 12", PRED,
      _json("challenges.json", {"t1": {**TASK, "train": [{"input": [[12]], "output": [[1]]}]}})),
     ("predict", "challenges task id ../x", PRED, _json("challenges.json", {"../x": TASK})),
+    ("predict", "resume: other --views", PRED, _partial("pred/p.json", PARTIAL_ROW, views=3)),
+    ("predict", "resume: other --model", _with(PRED, "--model", "{w}/m2"), lambda w: (
+        shutil.copytree(w / "model", w / "m2"), _edit_json("m2/config.json", lambda c: c.update(palette_views=True))(w),
+        _partial("pred/p.json", PARTIAL_ROW)(w))),
+    ("predict", "resume: a line not JSON", PRED, _partial("pred/p.json", "{\n" + PARTIAL_ROW)),
+    ("predict", "resume: a task not in the challenges", PRED, _partial("pred/p.json", PARTIAL_ROW.replace("t1", "t9"))),
+    ("predict", "resume: a cell 12", PRED, _partial("pred/p.json", PARTIAL_ROW.replace("[[1]]", "[[12]]", 1))),
+    ("predict", "resume: a task twice", PRED, _partial("pred/p.json", PARTIAL_ROW * 2)),
+    ("predict", "resume: no settings header", PRED, _partial("pred/p.json", PARTIAL_ROW, header=False)),
+    *[("predict", f"config.json {case}", PRED, _edit_json("model/config.json", lambda c, u=update: c.update(u)))
+      for case, update in [("num_tasks 1e9 (256 GB)", {"num_tasks": 1e9}), ("hidden 100000", {"hidden": 100000}),
+                           ("heads 3 (odd head width)", {"heads": 3}), ("loops 1000", {"loops": 1000}),
+                           ("disagrees with the weights", {"hidden": 128}),
+                           ("~1 TB within every bound", {"hidden": 8192, "heads": 64, "layers": 128})]],
     # ---- eval
     *[("eval", f"{o} {v}", _with(EVAL, o, v), None) for o, v in [
         ("--views", "0"), ("--minutes", "0"), ("--dataset", "arc9"), ("--split", "test"), ("--device", "tpu"),
         ("--device", "cuda"), ("--limit", "0"), ("--model", "{w}/nope"), ("--adapt-minutes", "-5")]],
     ("eval", "truncated weights", EVAL, _truncate("model/model.safetensors")),
+    ("eval", "resume: other --views", EVAL, _partial("ev/predictions.json", views=3)),
     # ---- train
     *[("train", case, TRAIN, _train_yaml(text)) for case, text in [
         ("empty config", ""), ("config a list", "- 1\n"), ("lr negative", GOOD_TRAIN + "optim: {lr: -1}\n"),
@@ -274,6 +308,8 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     ("trace show", "record a list", SHOW, _write("trace.jsonl", "[1, 2]\n{\"cycle\": 1, \"state\": \"WAKE\"}\n")),
     ("trace show", "--out an existing folder", _with(SHOW, "--out", "{w}/adir"), None),
     ("trace show", "--out not .png", _with(SHOW, "--out", "{w}/tl.txt"), None),
+    ("trace show", "--out a symlink to a file", _with(SHOW, "--out", "{w}/link.png"),
+     lambda w: (w / "link.png").symlink_to(w / "afile.txt")),
     # ---- extract
     ("extract", "unknown teacher", _with(EXTRACT, "--teacher", "gpt"), None),
     ("extract", "bad pool", [*EXTRACT, "--pool", "3x4"], None),

@@ -227,8 +227,52 @@ def test_broken_model_folders_are_refused_by_name(tmp_path) -> None:
     save_model(tmp_path, tiny(2), ["fa", "fb"])
     shard = next(tmp_path.glob("model*.safetensors"))
     shard.write_bytes(shard.read_bytes()[:100])
-    with pytest.raises(SageError, match="cannot read weights"):
+    with pytest.raises(SageError, match="truncated"):
         load_model(tmp_path)
     (tmp_path / "tasks.json").unlink()
     with pytest.raises(SageError, match="missing tasks.json"):
         load_model(tmp_path)
+
+
+def _edit_config(folder, **update) -> None:
+    import json
+
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, **update}))
+
+
+def test_config_json_is_bounded_and_checked_against_the_weights_before_building(tmp_path) -> None:
+    save_model(tmp_path, tiny(2), ["fa", "fb"])
+    cfg = tmp_path / "config.json"
+    _edit_config(tmp_path, num_tasks=1e9)
+    with pytest.raises(SageError, match=rf"^{cfg}: num_tasks: Input should be less than or equal to 200000 "):
+        load_model(tmp_path)
+    _edit_config(tmp_path, num_tasks=2, heads=3)  # 64 // 3 = 21: no rotary halves
+    with pytest.raises(SageError, match=r"config.json: hidden // heads must be an even number >= 2, got 64 // 3$"):
+        load_model(tmp_path)
+    # Within every bound, yet ~1 TB if built: refused by the shards' header, before anything is allocated.
+    _edit_config(tmp_path, hidden=8192, heads=64, layers=128, mlp_hidden=65536)
+    with pytest.raises(SageError, match=r"config.json: blocks.0.attn.k_norm.weight has shape \[16\] in "
+                                        r"model.safetensors, config.json's model needs \[128\]$"):
+        load_model(tmp_path)
+
+
+def test_a_header_whose_shapes_exceed_its_bytes_is_refused(tmp_path) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    from sage_distill.utils.io import read_safetensors_header
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(2, 3)}, path)
+    assert read_safetensors_header(path)["a"]["shape"] == [2, 3]
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["a"]["shape"] = [1_000_000_000, 3]  # what a 200 KB folder would need to ask for gigabytes
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    with pytest.raises(SageError, match=r"w.safetensors: a: shape \[1000000000, 3\] \(F32\) does not fit its 24 "
+                                        "bytes"):
+        read_safetensors_header(path)

@@ -22,6 +22,8 @@ data_app = typer.Typer(no_args_is_help=True, help="ARC datasets: list, stats, va
 app.add_typer(data_app, name="data")
 
 Opt = typer.Option
+RESTART_HELP = ("Start afresh: delete the partial answers of a killed run (<out>.partial.jsonl) instead of "
+                "resuming them.")
 
 
 @app.callback()
@@ -116,11 +118,12 @@ def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo"),
          tasks: Annotated[int, Opt("--tasks", min=1)] = 10,
          views: Annotated[int, Opt("--views", min=1, max=1024)] = 8,
          runtime: Annotated[str, Opt("--runtime", help="onnx (graphs exported once into OUT/onnx-fp32) | "
-                                                       "torch")] = "onnx") -> None:
+                                                       "torch")] = "onnx",
+         restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False) -> None:
     """The released SAGE model solves the first ARC-AGI-1 evaluation tasks on CPU, beside the baselines."""
     from .demo import run_demo
 
-    run_demo(out, model, tasks, views, runtime)
+    run_demo(out, model, tasks, views, runtime, restart)
 
 
 # ---------------------------------------------------------------- student: train / predict / eval
@@ -158,7 +161,8 @@ def _predict_config(views: int, adapt_minutes: float, minutes: float | None, dev
                              seed=seed, runtime=runtime, rescore=rescore)
     except ValidationError as e:
         first = e.errors()[0]
-        raise SageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+        raise SageError(f"{first['msg']} (got {first.get('input')})",
+                        file=f"--{str(first['loc'][0]).replace('_', '-')}") from None
 
 
 @app.command("predict")
@@ -173,12 +177,14 @@ def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, 
             seed: Annotated[int, Opt("--seed")] = 0,
             limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None,
             runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch",
-            rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0) -> None:
-    """Solve every task of a challenges file (no answers needed) into an ARC Prize submission."""
+            rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0,
+            restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False) -> None:
+    """Solve every task of a challenges file (no answers needed) into an ARC Prize submission; a rerun after a
+    kill resumes (same settings only)."""
     from .evaluation.predict import predict_file, summary_line
 
     cfg = _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore)
-    print(summary_line(out, predict_file(model, challenges, out, cfg, limit)))
+    print(summary_line(out, predict_file(model, challenges, out, cfg, limit, restart)))
 
 
 @app.command("eval")
@@ -193,12 +199,15 @@ def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt
              seed: Annotated[int, Opt("--seed")] = 0,
              limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None,
              runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch",
-             rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0) -> None:
-    """Export -> predict -> score (beside the baselines) -> renders, in one folder."""
+             rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0,
+             restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False) -> None:
+    """Export -> predict -> score (beside the baselines) -> renders, in one folder; a rerun after a kill resumes
+    its predictions (same settings only)."""
     from .evaluation.model_eval import evaluate_model
 
     evaluate_model(model, dataset, split, out,
-                   _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore), limit)
+                   _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore), limit,
+                   restart=restart)
 
 
 @app.command("export")

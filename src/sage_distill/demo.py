@@ -21,7 +21,7 @@ DEFAULT_RUNTIME = "onnx"
 
 
 def run_demo(out_dir: str | Path, model_dir: str | Path = DEFAULT_MODEL, tasks: int = TASKS,
-             views: int = CPU_VIEWS, runtime: str = DEFAULT_RUNTIME) -> dict:
+             views: int = CPU_VIEWS, runtime: str = DEFAULT_RUNTIME, restart: bool = False) -> dict:
     model_dir = Path(model_dir)
     if not (model_dir / "model.safetensors.index.json").is_file():
         raise SageError(f"{model_dir}: no released model here; run from the repository root or pass --model")
@@ -40,7 +40,7 @@ def run_demo(out_dir: str | Path, model_dir: str | Path = DEFAULT_MODEL, tasks: 
     print(f"{DATASET} {SPLIT}: the first {tasks} tasks, model {model_dir} on the CPU ({runtime} runtime) with "
           f"{views} views per test input (GPU evaluations use 80+)")
     report = evaluate_model(source, DATASET, SPLIT, out_dir, PredictConfig(views=views, runtime=runtime),
-                            limit=tasks, renders=tasks, curves_from=model_dir)
+                            limit=tasks, renders=tasks, curves_from=model_dir, restart=restart)
     print(f"wrote {Path(out_dir) / 'scores.json'}, predictions.json and PNGs under {Path(out_dir) / 'renders'}")
     print(f"demo took {time.perf_counter() - start:.0f} s")
     return report

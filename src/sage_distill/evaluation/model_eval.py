@@ -17,24 +17,27 @@ from ..arc.render import save_task_png
 from ..student.checkpoint import load_model
 from ..utils.device import check_device
 from ..utils.io import atomic_write_json
-from .predict import PredictConfig, check_runtime, predict_file, summary_line
+from .predict import PredictConfig, check_partial_settings, check_runtime, predict_file, resume_settings, summary_line
 from .scoring import evaluate_files, format_table
 from .submission import load_predictions
 
 
 def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str | Path, cfg: PredictConfig,
-                   limit: int | None = None, renders: int = 6, curves_from: str | Path | None = None) -> dict:
+                   limit: int | None = None, renders: int = 6, curves_from: str | Path | None = None,
+                   restart: bool = False) -> dict:
     out = Path(out_dir)
     check_device(cfg.device)  # everything that can be refused is refused before the export writes
     check_runtime(model_dir, cfg)
     if cfg.runtime == "torch":
         load_model(model_dir)
+    if not restart:  # a killed eval's answers: the same model and options, or a refusal before anything is written
+        check_partial_settings(out / "predictions.json", resume_settings(model_dir, cfg, None))
     challenges, solutions = export_split(dataset, split, out / "data")
     if limit is not None:  # a subset, e.g. for the CPU demo: cut both files to the first `limit` tasks
         for path in (challenges, solutions):
             data = json.loads(path.read_text())
             atomic_write_json(path, {k: data[k] for k in sorted(data)[:limit]})
-    stats = predict_file(model_dir, challenges, out / "predictions.json", cfg)
+    stats = predict_file(model_dir, challenges, out / "predictions.json", cfg, restart=restart)
     print(summary_line(out / "predictions.json", stats))
     report = evaluate_files(out / "predictions.json", solutions, challenges)
     report["inference"] = {**stats, "device_name": "cpu" if cfg.device == "cpu" else torch.cuda.get_device_name()}

@@ -7,11 +7,17 @@ tasks with a KV cache; answers are mapped back, invalid grids dropped, and voted
 summed log-likelihood). Finished tasks are appended to `<out>.partial.jsonl` as they complete, so
 a killed run loses at most the chunk of tasks in flight and a rerun resumes; `--minutes` bounds the
 whole command, adaptation included, and tasks left unfinished get the copy-input answer (counted).
+
+The partial file's first line holds the settings that shape the answers (the model's and the
+challenges file's sha256, views, seed, runtime, device, adaptation): a rerun with other settings is
+refused, naming them, unless `--restart` deletes the partial file first. Every answer line is
+validated before it is reused; only a last line cut by a kill is dropped (that task runs again).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Literal
@@ -24,25 +30,27 @@ from tqdm import tqdm
 from ..arc.augment import input_palette
 from ..arc.datasets import load_challenges
 from ..arc.task import Task, fingerprint
-from ..errors import SageError
-from ..student.checkpoint import load_model
+from ..errors import PredictionError, SageError
+from ..student.checkpoint import INDEX, load_model
 from ..student.generate import Job, Tally, generate, rescore, view_augmentations
 from ..student.modeling_sage import SageModel
 from ..training.adapt import adapt_tasks
 from ..utils.device import check_device
-from ..utils.io import atomic_save_safetensors, atomic_write_json
+from ..utils.io import atomic_save_safetensors, atomic_write_json, atomic_write_text, files_sha256
+from .submission import parse_predictions
 
 
 class PredictConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     views: int = Field(8, ge=1, le=1024)
     adapt_minutes: float = Field(0.0, ge=0, le=24 * 60)
     adapt_steps: int | None = Field(None, ge=1)  # a step cap besides the minutes (tests, smoke runs)
     minutes: float | None = Field(None, gt=0)
     device: Literal["cpu", "cuda"] = "cpu"
-    batch: int = Field(0, ge=0)  # sequences per decoding batch; 0 picks 384 on a GPU and 16 on the CPU
-    seed: int = Field(0, ge=0)
+    # sequences per decoding batch; 0 picks 384 on a GPU and 16 on the CPU. 4096 already fills an H200.
+    batch: int = Field(0, ge=0, le=4096)
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # torch and numpy both take a 32-bit seed
     runtime: Literal["torch", "onnx"] = "torch"  # onnx: graphs from `sage-distill export`, ONNX Runtime on the CPU
     # Re-score this many most-voted candidates per test input by their likelihood under every view (product
     # of experts) before the top two are chosen; 0 keeps the vote. Costs one teacher-forced pass per
@@ -78,9 +86,132 @@ def load_runner(model_dir: str | Path, cfg: PredictConfig):
     return load_model(model_dir, cfg.device)
 
 
+# What each resume setting is called on the command line, for the refusal message.
+SETTING_NAMES = {"model_sha256": "--model (its files' sha256)", "challenges_sha256": "--challenges (its sha256)",
+                 "views": "--views", "seed": "--seed", "runtime": "--runtime", "device": "--device",
+                 "adapt_minutes": "--adapt-minutes", "adapt_steps": "adapt_steps"}
+ADAPT_KEYS = ("model_sha256", "seed", "adapt_minutes", "adapt_steps")  # what an adaptation depends on
+
+
+def model_sha256(model_dir: str | Path, runtime: str) -> str:
+    """sha256 of every file that shapes the answers: config, task rows, index and shards (torch), or the
+    manifest and graphs (onnx). Called after the folder loaded, so the files are there."""
+    folder = Path(model_dir)
+    if runtime == "onnx":
+        from ..student.onnx_runtime import MANIFEST, read_manifest
+
+        names = [MANIFEST, *sorted(g["file"] for g in read_manifest(folder)["graphs"].values())]
+    else:
+        names = ["config.json", "tasks.json", INDEX,
+                 *sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))]
+    return files_sha256(folder / n for n in names)
+
+
+def resume_settings(model_dir: str | Path, cfg: PredictConfig, challenges: str | Path | None) -> dict:
+    """The settings a partial answers file is bound to (without the challenges when they are not known yet)."""
+    out = {"model_sha256": model_sha256(model_dir, cfg.runtime), "views": cfg.views, "seed": cfg.seed,
+           "runtime": cfg.runtime, "device": cfg.device, "adapt_minutes": cfg.adapt_minutes,
+           "adapt_steps": cfg.adapt_steps, "rescore": cfg.rescore}
+    if challenges is not None:
+        out["challenges_sha256"] = files_sha256([challenges])
+    return out
+
+
+def partial_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def check_settings(path: Path, first_line: str, settings: dict) -> None:
+    """The partial file's header against `settings` (each key given): one SageError naming what differs."""
+    try:
+        saved = json.loads(first_line).get("settings")
+    except (ValueError, AttributeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise SageError("no settings header (cut, or written by an older version); rerun with --restart to "
+                        "start afresh", file=path, where="line 1")
+
+    def short(v: object) -> str:
+        return f"{v[:12]}..." if isinstance(v, str) and len(v) == 64 else json.dumps(v)
+
+    differ = [f"{SETTING_NAMES.get(k, k)} was {short(saved.get(k))}, now {short(v)}"
+              for k, v in settings.items() if saved.get(k) != v]
+    if differ:
+        raise SageError(f"the partial answers were made with other settings ({'; '.join(differ)}); give the same "
+                        "ones, another --out, or --restart to start afresh", file=path)
+
+
+def check_partial_settings(out: str | Path, settings: dict) -> None:
+    """`eval`'s check before it exports: a partial answers file beside `out` was made with these settings."""
+    path = partial_path(out)
+    if path.is_file():
+        try:
+            first = path.read_text().split("\n", 1)[0]
+        except (OSError, UnicodeDecodeError) as e:
+            raise SageError(f"unreadable ({e}); rerun with --restart", file=path) from None
+        check_settings(path, first, settings)
+
+
+def read_partial(path: Path, settings: dict, tests: dict[str, int]) -> dict[str, dict]:
+    """The finished tasks of a killed run ({task id: row}), every line checked: the settings header, then one
+    row per task of the challenges file (`tests`: task id -> test inputs) with valid attempts. A last line
+    cut by the kill is dropped, and the file rewritten without it so appends start on a fresh line."""
+    try:
+        lines = path.read_text().split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SageError(f"unreadable ({e}); rerun with --restart", file=path) from None
+    check_settings(path, lines[0], settings)
+    done: dict[str, dict] = {}
+    for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError:
+            if n == len(lines):  # the unfinished write of a killed run: that task runs again
+                atomic_write_text(path, "\n".join(lines[:-1]) + "\n")
+                continue
+            raise SageError("not valid JSON; rerun with --restart to start afresh", file=path,
+                            where=f"line {n}") from None
+        where = f"line {n}"
+        names = ["task", "attempts", "views", "invalid", "seconds"]
+        names += ["vote_attempts"] if settings["rescore"] else []  # re-scored runs keep the vote's answers too
+        keys = set(names)
+        if not isinstance(r, dict) or set(r) != keys:
+            raise SageError(f"expected an object with {', '.join(names)}", file=path, where=where)
+        tid = r["task"]
+        if not isinstance(tid, str) or tid not in tests:
+            raise SageError(f"task {str(tid)[:40]!r} is not in the challenges file", file=path, where=where)
+        if tid in done:
+            raise SageError(f"task {tid} is listed twice", file=path, where=where)
+        for key in sorted(keys & {"attempts", "vote_attempts"}):
+            try:
+                parse_predictions({tid: r[key]})
+            except PredictionError as e:
+                prefix = "vote_attempts: " if key == "vote_attempts" else ""
+                raise SageError(prefix + e.one_line(), file=path, where=where) from None
+        if len(r["attempts"]) != tests[tid] or len(r.get("vote_attempts", r["attempts"])) != tests[tid]:
+            raise SageError(f"task {tid} has {tests[tid]} test inputs, the line {len(r['attempts'])} answers",
+                            file=path, where=where)
+        counts_ok = r["views"] == settings["views"] and _count(r["invalid"]) and r["invalid"] <= r["views"] * tests[tid]
+        if not counts_ok or not _count(r["seconds"], float) or not math.isfinite(r["seconds"]):
+            raise SageError("views must equal --views, invalid be a count up to views x test inputs, seconds a "
+                            "finite number >= 0", file=path, where=where)
+        done[tid] = r
+    return done
+
+
+def _count(v: object, kind: type | tuple = int) -> bool:
+    """A number >= 0 of `kind` (int, or float which takes ints too), never a bool."""
+    kinds = (int, float) if kind is float else kind
+    return isinstance(v, kinds) and not isinstance(v, bool) and v >= 0
+
+
 def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg: PredictConfig, out: Path,
-              deadline: float) -> tuple[dict[str, int], dict]:
-    """Embedding row per task fingerprint; adapts (or reloads the adaptation of) unknown tasks."""
+              deadline: float, settings: dict) -> tuple[dict[str, int], dict]:
+    """Embedding row per task fingerprint; adapts (or reloads the adaptation of) unknown tasks. A saved
+    adaptation is reused only for the same tasks, model, seed and adaptation budget."""
     rows = {fp: i for i, fp in enumerate(fingerprints)}
     unknown: dict[str, Task] = {}
     for t in tasks:
@@ -98,21 +229,39 @@ def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg:
         rows[fp] = first + i
     saved = out.with_name(out.name + ".adapted.safetensors")
     meta = out.with_name(out.name + ".adapted.json")
-    if meta.is_file() and json.loads(meta.read_text()).get("fingerprints") == list(unknown):
-        state = load_file(saved, device=str(next(model.parameters()).device))
+    bound = {k: settings[k] for k in ADAPT_KEYS}
+    kept = _saved_adaptation(saved, meta, list(unknown), bound, next(model.parameters()).device)
+    if kept is not None:
+        state, report = kept
         with torch.no_grad():
             model.tasks.task.weight[first:] = state["task"]
             model.tasks.colour.weight[first * 10:] = state["colour"]
-        info["adapted"] = len(unknown)
-        info["adaptation"] = json.loads(meta.read_text()).get("report")
+        info["adapted"], info["adaptation"] = len(unknown), report
     elif cfg.adapt_minutes > 0:
         minutes = min(cfg.adapt_minutes, max(0.0, (deadline - time.time()) / 60))
         report = adapt_tasks(model, list(unknown.values()), first, minutes, cfg.adapt_steps, seed=cfg.seed)
         atomic_save_safetensors(saved, {"task": model.tasks.task.weight[first:].detach().cpu(),
                                         "colour": model.tasks.colour.weight[first * 10:].detach().cpu()})
-        atomic_write_json(meta, {"fingerprints": list(unknown), "report": report})
+        atomic_write_json(meta, {"fingerprints": list(unknown), "settings": bound, "report": report})
         info["adapted"], info["adaptation"] = len(unknown), report
     return rows, info
+
+
+def _saved_adaptation(saved: Path, meta: Path, fingerprints: list[str], bound: dict, device: torch.device
+                      ) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """This command's own cache of an adaptation, when it was made for these tasks and settings; anything
+    else (absent, another model or seed, cut by a kill) is None: adapt again and overwrite it."""
+    try:
+        m = json.loads(meta.read_text())
+        if m.get("fingerprints") != fingerprints or m.get("settings") != bound:
+            return None
+        state = load_file(saved, device=str(device))
+        n = len(fingerprints)
+        if state["task"].shape[0] != n or state["colour"].shape[0] != n * 10:
+            return None
+        return state, m.get("report")
+    except Exception:  # a cache, never an input: whatever is wrong with it, it is rebuilt
+        return None
 
 
 def _chunks(tasks: list[Task], jobs_per_chunk: int, views: int) -> list[list[Task]]:
@@ -157,7 +306,7 @@ def solve_chunk(model, tasks: list[Task], rows: dict[str, int], views: int, batc
 
 
 def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path, cfg: PredictConfig,
-                 limit: int | None = None) -> dict:
+                 limit: int | None = None, restart: bool = False) -> dict:
     start = time.time()
     deadline = start + cfg.minutes * 60 if cfg.minutes else float("inf")
     check_device(cfg.device)
@@ -166,25 +315,23 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
     if out.is_dir():
         raise SageError(f"--out {out}: is a directory; give the submission file's path")
     tasks = load_challenges(challenges)
+    tests = {t.id: len(t.test_inputs) for t in tasks}  # every task: a --limit may differ from the killed run's
     if limit is not None:
         tasks = tasks[:limit]
     model, fingerprints = load_runner(model_dir, cfg)
+    settings = resume_settings(model_dir, cfg, challenges)
+    partial = partial_path(out)
+    if restart:
+        partial.unlink(missing_ok=True)
+    done = read_partial(partial, settings, tests) if partial.exists() else {}
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not partial.exists():
+        atomic_write_text(partial, json.dumps({"settings": settings}) + "\n")
     torch.manual_seed(cfg.seed)
-    rows, info = _rows_for(model, fingerprints, tasks, cfg, out, deadline)
+    rows, info = _rows_for(model, fingerprints, tasks, cfg, out, deadline, settings)
     if cfg.device == "cuda":
         model = model.to(torch.bfloat16)
     batch = cfg.batch or (384 if cfg.device == "cuda" else 16)
-
-    partial = out.with_name(out.name + ".partial.jsonl")
-    done: dict[str, dict] = {}
-    if partial.exists():
-        for line in partial.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut by a kill: redo that task
-            done[row["task"]] = row
     todo = [t for t in tasks if t.id not in done]
     unfinished = 0
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="predict", unit="task", dynamic_ncols=True)

@@ -6,10 +6,12 @@ metabolic state as a step line."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 from ..errors import SageError
+from ..utils.io import atomic_write_bytes
 from .metabolic import State
 from .trace import read_trace
 
@@ -65,9 +67,10 @@ def draw_timeline(records: list[dict[str, Any]], out: str | Path) -> dict[str, A
     fig.suptitle(f"Orchestrator trace: {len(cycles)} cycles")
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())  # a kill leaves the old PNG or the new one, never half
     return {"cycles": len(cycles), "plugins": names, "out": str(out)}
 
 
@@ -107,6 +110,8 @@ def check_records(records: list[dict[str, Any]], trace: Path) -> list[dict[str, 
 def show_command(trace: Path, out: Path) -> str:
     from ..errors import check_output_file
 
+    if out.is_symlink():  # writing through it would overwrite whatever file the link names
+        raise SageError(f"{out} is a symbolic link; give a plain file path", file="--out")
     check_output_file(out)
     if out.suffix.lower() != ".png":
         raise SageError(f"{out} must end in .png", file="--out")

@@ -9,7 +9,6 @@ resumes where it stopped; `summary.json`, `success.png` and a few GIFs are writt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -23,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import SageError
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, files_sha256
 from .envs import EnvPool, Variant
 from .policies.sage_control import ControlPolicy
 from .train import load_policy
@@ -105,12 +104,7 @@ _GIF_RE = re.compile(r"[A-Za-z0-9_-]+_(heldout|fixed)\d+_(ok|fail)(\.tmp)?\.gif"
 
 def policy_hash(policy_dir: Path) -> str:
     """sha256 of the policy's config.json and weights: an evaluation resumes only with the same policy."""
-    h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        with (policy_dir / name).open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return files_sha256(policy_dir / name for name in ("config.json", "model.safetensors"))
 
 
 def read_episodes(path: Path, settings: dict) -> dict[tuple, dict]:

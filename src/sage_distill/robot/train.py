@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..errors import SageError
 from ..training.loop import Loop, LoopSettings
-from ..utils.io import atomic_save_safetensors, atomic_write_json
+from ..utils.io import atomic_save_safetensors, atomic_write_json, read_safetensors_header
 from .collect import IMAGE_KEY
 from .datasets import open_dataset
 from .envs import all_tasks
@@ -228,35 +228,6 @@ def save_policy(folder: Path, weights: dict[str, torch.Tensor], cfg: ControlConf
     atomic_save_safetensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in weights.items()})
     atomic_write_json(folder / "config.json", {"policy": "sage_control", "config": cfg.model_dump(mode="json"),
                                                "tasks": tasks}, indent=1)
-
-
-def read_safetensors_header(path: Path) -> dict[str, dict]:
-    """The tensors a safetensors file declares ({name: {"dtype", "shape", "data_offsets"}}), checked against
-    the file's size without reading the data: a truncated or corrupt file is one SageError naming it."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else -1
-            if n < 2 or n > min(size - 8, 100_000_000):
-                raise SageError("not a safetensors file, or truncated (bad header length)", file=path)
-            header = json.loads(f.read(n))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise SageError(f"unreadable safetensors header ({' '.join(str(exc).split())[:200]})", file=path) from None
-    if not isinstance(header, dict):
-        raise SageError("safetensors header is not an object", file=path)
-    header.pop("__metadata__", None)
-    end = 0
-    for name, t in header.items():
-        ok = (isinstance(t, dict) and isinstance(t.get("shape"), list) and isinstance(t.get("data_offsets"), list)
-              and len(t["data_offsets"]) == 2 and all(isinstance(d, int) and d >= 0 for d in t["shape"])
-              and all(isinstance(o, int) and o >= 0 for o in t["data_offsets"]))
-        if not ok:
-            raise SageError("malformed tensor entry in the safetensors header", file=path, where=name)
-        end = max(end, t["data_offsets"][1])
-    if 8 + n + end != size:
-        raise SageError(f"truncated or padded: the header says {8 + n + end} bytes, the file has {size}", file=path)
-    return header
 
 
 def load_policy(folder: str | Path, device: str = "cpu") -> tuple[ControlPolicy, list[str]]:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import ConfigError, SageError
-from ..utils.io import atomic_save_safetensors, atomic_write_json
+from ..utils.io import atomic_save_safetensors, atomic_write_json, read_safetensors_header
 from .configuration_sage import SageConfig
 from .modeling_sage import SageModel
 
@@ -71,36 +72,74 @@ def save_model(folder: str | Path, model: SageModel, fingerprints: list[str],
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SageModel, list[str]]:
-    """The model (eval mode, float32) and the fingerprint of each task-embedding row."""
+    """The model (eval mode, float32) and the fingerprint of each task-embedding row. config.json is checked
+    (sizes within bounds) against the shards' headers (every tensor's shape) before the model is built, so a
+    small folder whose config asks for a huge model is refused without allocating it."""
     folder = Path(folder)
     for name in ("config.json", INDEX, "tasks.json"):
         if not (folder / name).is_file():
             raise SageError(f"{folder}: not a SAGE model folder (missing {name})")
+    cfg_path = folder / "config.json"
     try:
-        raw = json.loads((folder / "config.json").read_text())
+        raw = json.loads(cfg_path.read_text())
         raw.pop("precision", None)
-        cfg = SageConfig.model_validate(raw)
         index = json.loads((folder / INDEX).read_text())["weight_map"]
         fingerprints = json.loads((folder / "tasks.json").read_text())["fingerprints"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise SageError(f"{folder}: invalid model folder: {e}") from None
-    stored: dict[str, torch.Tensor] = {}
+    try:
+        cfg = SageConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        got = f" (got {str(first.get('input'))[:40]})" if where else ""  # a whole-config check names its values
+        raise SageError(first["msg"].removeprefix("Value error, ") + got, file=cfg_path, where=where or None) from None
+    if not isinstance(index, dict) or not all(isinstance(v, str) for v in index.values()):
+        raise SageError("weight_map must map tensor names to shard file names", file=folder / INDEX)
+    if not isinstance(fingerprints, list) or len(fingerprints) != cfg.num_tasks:
+        count = len(fingerprints) if isinstance(fingerprints, list) else "no list of"
+        raise SageError(f"{folder / 'tasks.json'}: {count} fingerprints for {cfg.num_tasks} task rows")
+    shards = []
+    header: dict[str, dict] = {}
     for shard in sorted(set(index.values())):
         path = (folder / shard).resolve()
         if path.parent != folder.resolve():
             raise SageError(f"{folder / INDEX}: shard {shard!r} is outside the model folder")
+        header.update({k: {**t, "path": path} for k, t in read_safetensors_header(path).items()})
+        shards.append(path)
+    check_shapes(cfg, cfg_path, header)
+    stored: dict[str, torch.Tensor] = {}
+    for path in shards:
         try:
             stored.update(load_file(path))
         except (SafetensorError, OSError) as e:
             raise SageError(f"{path}: cannot read weights: {e}") from None
     model = SageModel(cfg)
-    missing, unexpected = model.load_state_dict(dequantize(stored), strict=False)
-    if missing or unexpected:
-        raise SageError(f"{folder}: weights do not match config.json: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}")
-    if len(fingerprints) != cfg.num_tasks:
-        raise SageError(f"{folder / 'tasks.json'}: {len(fingerprints)} fingerprints for {cfg.num_tasks} task rows")
+    model.load_state_dict(dequantize(stored), strict=False)  # strict: check_shapes matched every name
     return model.to(device).eval(), fingerprints
+
+
+def check_shapes(cfg: SageConfig, cfg_path: Path, header: dict[str, dict]) -> None:
+    """Every weight the config's model needs is in the shards with its shape (int8 matrices with their
+    per-row `.scale`), and nothing else is: built on the meta device, so no memory is allocated."""
+    with torch.device("meta"):
+        expected = {k: list(v.shape) for k, v in SageModel(cfg).state_dict().items() if not k.startswith("rope_")}
+    for name, t in header.items():
+        if t["dtype"] == "I8" and name + ".scale" not in header:
+            raise SageError(f"{name} is int8 without its {name}.scale", file=t["path"])
+        base = name.removesuffix(".scale")
+        if name != base and base in expected and t["shape"] != [expected[base][0], 1]:
+            raise SageError(f"{name} has shape {t['shape']}, expected [{expected[base][0]}, 1]", file=t["path"])
+    names = {k for k in header if not (k.endswith(".scale") and k.removesuffix(".scale") in expected)}
+    for k in sorted(expected.keys() | names):
+        if k not in header:
+            raise SageError(f"the weights lack {k!r}, which config.json's model needs", file=cfg_path.parent)
+        if k not in expected:
+            raise SageError(f"the weights hold {k!r}, which config.json's model has no place for",
+                            file=header[k]["path"])
+        if header[k]["shape"] != expected[k]:
+            raise SageError(f"{k} has shape {header[k]['shape']} in {header[k]['path'].name}, config.json's model "
+                            f"needs {expected[k]}", file=cfg_path)
 
 
 def load_sage_model(folder: str | Path, device: str, option: str = "--model") -> tuple[SageModel, list[str]]:

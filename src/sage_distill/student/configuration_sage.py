@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NEWLINE, START, IO_SEP, END = 10, 11, 12, 13
 VOCAB = 14
@@ -24,17 +24,28 @@ class SageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden: int = Field(448, ge=16)
-    heads: int = Field(7, ge=1)
-    layers: int = Field(8, ge=1)
-    loops: int = Field(1, ge=1)
-    mlp_hidden: int = Field(1216, ge=16)  # SwiGLU width: ~8/3 x hidden, a multiple of 64
-    rope_theta: float = Field(100.0, gt=1.0)  # positions are at most 31 per axis
+    # Upper bounds: far above any model this project trains (large: 448 x 8, 909 tasks), low enough that
+    # a config.json cannot ask for gigabytes before its weights are read (checkpoint.load_model).
+    hidden: int = Field(448, ge=16, le=8192)
+    heads: int = Field(7, ge=1, le=128)
+    layers: int = Field(8, ge=1, le=128)
+    loops: int = Field(1, ge=1, le=64)
+    mlp_hidden: int = Field(1216, ge=16, le=65536)  # SwiGLU width: ~8/3 x hidden, a multiple of 64
+    rope_theta: float = Field(100.0, gt=1.0, le=1e9)  # positions are at most 31 per axis
     rope_split: tuple[int, int, int] = (3, 3, 2)  # share of rotary pairs for (row, column, part)
-    num_tasks: int = Field(0, ge=0)  # rows of the per-task embedding tables (set by training)
+    num_tasks: int = Field(0, ge=0, le=200_000)  # rows of the per-task embedding tables (set by training)
     # Views permute only the colours a task's inputs show (training, adaptation and inference alike), so an
     # output colour the inputs never show keeps its value and can be known. False: all of 1-9 (older models).
     palette_views: bool = False
+
+    @model_validator(mode="after")
+    def _shapes(self) -> SageConfig:
+        # Rotary embedding rotates half of each head against the other half: the head width must be even.
+        if self.head_dim < 2 or self.head_dim % 2:
+            raise ValueError(f"hidden // heads must be an even number >= 2, got {self.hidden} // {self.heads}")
+        if min(self.rope_split) < 0 or sum(self.rope_split) < 1:
+            raise ValueError(f"rope_split must be 3 counts >= 0 with a positive sum, got {list(self.rope_split)}")
+        return self
 
     @property
     def head_dim(self) -> int:
