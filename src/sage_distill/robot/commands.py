@@ -57,6 +57,32 @@ def train_command(data: Path, out: Path, config: Path | None, overrides: dict) -
     return f"trained {cfg.obs} policy to step {last.get('step')} (loss {last.get('loss', float('nan')):.4f}) in {out}"
 
 
+def dagger_command(data: Path, out: Path, config: Path | None, overrides: dict) -> str:
+    """`robot dagger`: options over the YAML (`dagger.rounds` style keys), every check before anything is
+    written (the config, the starting dataset and policy, the teacher, a resumed run's settings)."""
+    from ..errors import check_output_dir
+    from ..utils.config import load_config
+    from ..utils.device import check_device
+    from .dagger import RobotDaggerConfig, dagger
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg = load_config(RobotDaggerConfig, config, given, base={"data": data, "out": out}, what="robot DAgger config")
+    check_device(cfg.device, "--device" if "device" in given or config is None else f"{config}: device")
+    if not cfg.data.is_dir():
+        raise ConfigError(f"{cfg.data} is not a dataset folder", where="--data")
+    check_output_dir(cfg.out)
+    if cfg.out.resolve().is_relative_to(cfg.data.resolve()):
+        raise ConfigError(f"{cfg.out} is inside the starting dataset {cfg.data}; give a folder outside it",
+                          where="--out")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rows = dagger(cfg)
+    last = rows[-1]
+    success = f"; round {last['round']} rollout success {last['rollout_success']:.1%}" if "rollout_success" in last \
+        else ""
+    return (f"DAgger rounds 0..{last['round']} in {out}: dataset {last['dataset_episodes']} episodes, "
+            f"{last['dataset_frames']} frames{success}; student {out / last['policy']}; {out / 'rounds.jsonl'}")
+
+
 def eval_command(policy: Path, tasks: str, protocol: str, episodes: int, out: Path, device: str, workers: int,
                  flow_steps: int | None, videos: int, restart: bool = False) -> str:
     from ..errors import check_output_dir
