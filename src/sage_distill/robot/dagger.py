@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..errors import SageError
 from ..training.config import TeacherSection
@@ -80,6 +80,22 @@ class DaggerSection(Strict):
     def beta_of(self, r: int) -> float:
         return self.beta * self.beta_decay ** (r - 1)
 
+    @model_validator(mode="after")
+    def _seeds(self) -> DaggerSection:
+        if DAGGER_SEED0 + self.rounds * self.episodes_per_task > HELDOUT_SEED0:
+            raise ValueError(f"rounds x episodes_per_task must stay <= {HELDOUT_SEED0 - DAGGER_SEED0} (the train "
+                             "seeds left below the held-out ones)")
+        return self
+
+
+# Training settings a DAgger config leaves out, and why.
+NOT_PER_ROUND = {
+    "minutes": "every round trains `steps` steps (dagger.first_steps in round 0); a killed run resumes",
+    "max_minutes": "every round trains `steps` steps (dagger.first_steps in round 0); a killed run resumes",
+    "init": "each round starts from the previous round's student; start from a policy folder with dagger.start",
+    "episodes_per_task": "it would drop the rounds' episodes: every round trains on the whole dataset "
+                         "(dagger.episodes_per_task sets the rollouts)"}
+
 
 class RobotDaggerConfig(RobotTrainConfig):
     """A robot training config (each round's training) plus `teacher:` and `dagger:`."""
@@ -87,21 +103,12 @@ class RobotDaggerConfig(RobotTrainConfig):
     teacher: ControlTeacherSection = Field(default_factory=ControlTeacherSection)
     dagger: DaggerSection = Field(default_factory=DaggerSection)
 
-    @model_validator(mode="after")
-    def _per_round(self) -> RobotDaggerConfig:
-        if self.minutes is not None or self.max_minutes is not None:
-            raise ValueError("minutes and max_minutes are not DAgger settings: every round trains `steps` steps "
-                             "(dagger.first_steps in round 0); a killed run resumes where it stopped")
-        if self.init is not None:
-            raise ValueError("init is set by each round (the previous round's student); start from a policy "
-                             "folder with dagger.start")
-        if self.episodes_per_task is not None:
-            raise ValueError("episodes_per_task would drop the rounds' episodes: every round trains on the whole "
-                             "dataset (dagger.episodes_per_task sets the rollouts)")
-        if DAGGER_SEED0 + self.dagger.rounds * self.dagger.episodes_per_task > HELDOUT_SEED0:
-            raise ValueError(f"dagger.rounds x dagger.episodes_per_task must stay <= {HELDOUT_SEED0 - DAGGER_SEED0} "
-                             "(the train seeds left below the held-out ones)")
-        return self
+    @field_validator(*NOT_PER_ROUND)
+    @classmethod
+    def _not_per_round(cls, v: object, info: ValidationInfo) -> object:
+        if v is not None:
+            raise ValueError(f"not a DAgger setting: {NOT_PER_ROUND[info.field_name]}")
+        return v
 
 
 class PolicyTeacher:
