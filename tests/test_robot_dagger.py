@@ -19,7 +19,7 @@ from sage_distill.errors import SageError  # noqa: E402
 from sage_distill.robot import dagger as dg  # noqa: E402
 from sage_distill.robot.collect import collect  # noqa: E402
 from sage_distill.robot.datasets import open_dataset  # noqa: E402
-from sage_distill.robot.envs import HELDOUT_SEED0, EnvPool, MetaWorldEnv, Variant, all_tasks  # noqa: E402
+from sage_distill.robot.envs import HELDOUT_SEED0, MT10, EnvPool, MetaWorldEnv, Variant, all_tasks  # noqa: E402
 from sage_distill.robot.evaluate import run_episodes  # noqa: E402
 from sage_distill.robot.policies.sage_control import ControlPolicy  # noqa: E402
 from sage_distill.robot.teacher import MetaWorldExpert  # noqa: E402
@@ -198,3 +198,17 @@ def test_other_settings_are_refused_and_more_rounds_extend(start: Path, tmp_path
                                           dagger={"parallel": 1, "episodes_per_task": 1, "rounds": 2}))
     assert [r["round"] for r in rows] == [0, 1, 2] and rows[2]["dataset_episodes"] == 4
     assert [e.extra["seed"] for e, _ in episodes(out, 2)] == [dg.DAGGER_SEED0 + 1]
+
+
+def test_the_gpu_config_is_the_pixel_recipe_plus_rounds() -> None:
+    """configs/robot-dagger.yaml loads, and its model and optimiser are configs/robot-pixels.yaml's, so that
+    DAgger and behaviour cloning alone compare the same student."""
+    import yaml
+
+    from sage_distill.utils.config import load_config
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    cfg = load_config(dg.RobotDaggerConfig, root / "robot-dagger.yaml", base={"data": "d", "out": "o"})
+    pixels = yaml.safe_load((root / "robot-pixels.yaml").read_text())
+    assert {k: getattr(cfg, k) for k in pixels} == pixels
+    assert cfg.teacher.path == dg.EXPERT and cfg.dagger.beta == 0 and cfg.tasks == list(MT10)
