@@ -127,6 +127,32 @@ def test_beta_one_executes_the_teacher_from_a_given_start(start: Path, tmp_path:
         np.testing.assert_array_equal(frames["observation.environment_state"], np.stack(states))
 
 
+def test_a_policy_folder_teaches_through_the_same_protocol(start: Path, tmp_path: Path) -> None:
+    """teacher.path a policy folder: every label is that policy's first action from zero noise on the state
+    (and the proprio one step earlier) the student visited."""
+    torch.manual_seed(1)
+    mcfg = control_config(config(start, tmp_path / "x"), None)
+    for name in ("student", "teacher"):
+        model = ControlPolicy(mcfg)
+        with torch.no_grad():  # FiLM starts at zero, so a fresh policy's chunk ignores its input: perturb all
+            for w in model.parameters():
+                w.add_(0.3 * torch.randn_like(w))
+        save_policy(tmp_path / name, model.state_dict(), mcfg, [TASK])
+    cfg = dg.RobotDaggerConfig(data=start, out=tmp_path / "run", **TINY, teacher={"path": str(tmp_path / "teacher")},
+                               dagger={"rounds": 1, "episodes_per_task": 1, "start": tmp_path / "student"})
+    dg.dagger(cfg)
+    teacher = dg.PolicyTeacher(tmp_path / "teacher")
+    assert isinstance(teacher, dg.ControlTeacher)
+    [(e, frames)] = episodes(cfg.out, 1)
+    pos, index = frames["observation.state"], all_tasks().index(TASK)
+    shown = [{"agent_pos": p, "prev_agent_pos": pos[max(t - 1, 0)], "state": s, "task_index": index}
+             for t, (p, s) in enumerate(zip(pos, frames["observation.environment_state"], strict=True))]
+    labels = teacher.act(shown)
+    np.testing.assert_allclose(frames["action"], labels, atol=1e-5)
+    assert labels.std(0).max() > 1e-2  # the labels follow the states
+    assert np.abs(labels - teacher.act([{**o, "prev_agent_pos": o["agent_pos"]} for o in shown])).max() > 1e-3
+
+
 def test_a_killed_run_resumes_to_the_unbroken_one(start: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after the first rollout wave of round 1, then in round 1's training after its step-2 checkpoint,
