@@ -92,6 +92,11 @@ REVAL_PART = ["robot", "eval", "--policy", "{w}/policy", "--tasks", "reach-v3", 
 RLAT = ["robot", "latency", "--policy", "{w}/policy", "--task", "reach-v3"]
 RCONV = ["robot", "convert", "{w}/robot_data", "--out", "{w}/conv"]
 RSHOW = ["robot", "show", "{w}/robot_data"]
+# robot dagger: the world's tiny policy's model, so that --policy {w}/policy fits (checks only; no case rolls out)
+RDAG_YAML = "obs: state\nwidth: 16\ndepth: 1\nchunk: 4\nn_action_steps: 2\nflow_steps: 2\nbatch: 4\nwarmup: 1\n"
+RDAG = ["robot", "dagger", "--data", "{w}/robot_data", "--out", "{w}/dg", "--config", "{w}/bad.yaml", "--rounds", "1",
+        "--episodes", "1", "--steps", "1"]
+RDAG_STATE = "dg/dagger_state.json"
 RINFO = "robot_data/meta/info.json"
 PCFG = "policy/config.json"
 OUTSIDE = "../outside/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -356,6 +361,38 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     ("robot train", "resume: state.json step -1", RTRAIN_RESUME,
      _json("policy/train_state/state.json", {"step": -1, "settings": {}})),
     ("robot train", "resume: truncated weights", RTRAIN_RESUME, _truncate("policy/train_state/weights.safetensors")),
+    # ---- robot dagger
+    *[("robot dagger", f"{o} {v}", _with(RDAG, o, v), _yaml(RDAG_YAML)) for o, v in [
+        ("--rounds", "0"), ("--rounds", "101"), ("--episodes", "0"), ("--steps", "0"), ("--workers", "-1"),
+        ("--workers", "1000"), ("--device", "tpu"), ("--device", "cuda"), ("--tasks", "push-v9"),
+        ("--tasks", "push-v3"), ("--data", "{w}/nope"), ("--data", "{w}/afile.txt"), ("--data", "{w}/adir"),
+        ("--out", "{w}/afile.txt"), ("--out", "{w}/afile.txt/sub"), ("--out", "{w}/robot_data/sub"),
+        ("--out", "{w}/hf"), ("--config", "{w}/nope.yaml"), ("--policy", "{w}/nope"), ("--policy", "{w}/adir"),
+        ("--policy", "{w}/afile.txt")]],
+    *[("robot dagger", case, RDAG, _yaml(RDAG_YAML + text)) for case, text in [
+        ("config not YAML", "dagger: [\n"), ("unknown key", "dagger: {round: 2}\n"), ("beta 2", "dagger: {beta: 2}\n"),
+        ("beta_decay -1", "dagger: {beta_decay: -1}\n"), ("parallel 0", "dagger: {parallel: 0}\n"),
+        ("teacher kind sage", "teacher: {kind: sage, path: models/sage-arc}\n"),
+        ("teacher with a tokenizer", "teacher: {kind: policy, path: metaworld-expert, tokenizer: t}\n"),
+        ("teacher folder missing", "teacher: {kind: policy, path: /nonexistent/sage-teacher}\n"),
+        ("start folder missing", "dagger: {start: /nonexistent/sage-policy}\n"), ("minutes set", "minutes: 5\n"),
+        ("init set", "init: /nonexistent/sage-policy\n"), ("episodes_per_task set", "episodes_per_task: 3\n")]],
+    ("robot dagger", "seeds past the held-out ones", RDAG[:8],  # no --rounds/--episodes over the YAML's
+     _yaml(RDAG_YAML + "dagger: {rounds: 100, episodes_per_task: 10000}\n")),
+    ("robot dagger", "obs pixels on a state dataset", RDAG, _yaml(RDAG_YAML.replace("state", "pixels"))),
+    ("robot dagger", "--policy of another model", [*RDAG, "--policy", "{w}/policy"],
+     _yaml(RDAG_YAML.replace("width: 16", "width: 32"))),
+    ("robot dagger", "--policy weights truncated", [*RDAG, "--policy", "{w}/policy"],
+     lambda w: (_yaml(RDAG_YAML)(w), _truncate("policy/model.safetensors")(w))),
+    ("robot dagger", "--policy config.json disagrees with weights", [*RDAG, "--policy", "{w}/policy"],
+     lambda w: (_yaml(RDAG_YAML)(w), _edit_json(PCFG, lambda c: c["config"].update(width=32))(w))),
+    ("robot dagger", "dataset info.json not JSON", RDAG, lambda w: (_yaml(RDAG_YAML)(w), _write(RINFO, "{")(w))),
+    ("robot dagger", "resume: dagger_state.json truncated", RDAG,
+     lambda w: (_yaml(RDAG_YAML)(w), _write(RDAG_STATE, '{"settings": ')(w))),
+    ("robot dagger", "resume: rounds not a list", RDAG,
+     lambda w: (_yaml(RDAG_YAML)(w), _json(RDAG_STATE, {"settings": {}, "rounds": {}})(w))),
+    ("robot dagger", "resume: other settings", RDAG,
+     lambda w: (_yaml(RDAG_YAML)(w), _json(RDAG_STATE, {"settings": {"seed": 5}, "rounds": []})(w))),
     # ---- robot eval
     *[("robot eval", f"{o} {v}", _with(REVAL, o, v), None) for o, v in [
         ("--device", "tpu"), ("--device", "cuda"), ("--episodes", "0"), ("--episodes", "100000"),

@@ -292,7 +292,7 @@ def trace_show(trace: Annotated[Path, typer.Argument(help="trace.jsonl written b
     print(show_command(trace, out))
 
 
-# ---------------------------------------------------------------- robot: collect / train / eval / convert / show
+# -------------------------------------------------------------- robot: collect / train / dagger / eval / convert / show
 
 robot_app = typer.Typer(no_args_is_help=True, help="Robot control on Meta-World: expert data, the control student, "
                                                    "closed-loop evaluation, LeRobot datasets.")
@@ -331,6 +331,35 @@ def robot_train(data: Annotated[Path, Opt("--data", help="LeRobot dataset from `
     overrides = dict(obs=obs, steps=steps, batch=batch, device=device,
                      tasks=task_set(tasks) if tasks else None)
     print(train_command(data, out, config, overrides))
+
+
+@robot_app.command("dagger")
+def robot_dagger(data: Annotated[Path, Opt("--data", help="Starting LeRobot dataset from `robot collect` (read "
+                                                          "only; the run appends to its own copy).")],
+                 out: Annotated[Path, Opt("--out", help="Run folder: data/, round-NNN/ policies, rounds.jsonl "
+                                                        "(resumed if present).")],
+                 config: Annotated[Path | None, Opt("--config", help="YAML: RobotTrainConfig fields (each round's "
+                                                                     "training), teacher: and dagger:.")] = None,
+                 policy: Annotated[Path | None, Opt("--policy", help="Start from this policy folder (`robot "
+                                                                     "train`) instead of training round 0.")] = None,
+                 rounds: Annotated[int | None, Opt("--rounds", help="DAgger rounds after round 0.")] = None,
+                 episodes: Annotated[int | None, Opt("--episodes", help="Student rollouts per task and round.")
+                                     ] = None,
+                 tasks: Annotated[str | None, Opt("--tasks", help="Only these tasks (mt10, mt50 or names).")] = None,
+                 steps: Annotated[int | None, Opt("--steps", help="Training steps per round.")] = None,
+                 device: Annotated[str | None, Opt("--device", help="cpu or cuda.")] = None,
+                 workers: Annotated[int | None, Opt("--workers", help="Simulator processes (0 = in this one).")
+                                    ] = None,
+                 ) -> None:
+    """On-policy distillation: roll the student out on train positions, label every state with the teacher's
+    action, append, train on; resumable by round."""
+    from .robot.commands import dagger_command
+    from .robot.envs import task_set
+
+    overrides = {"dagger.start": policy, "dagger.rounds": rounds, "dagger.episodes_per_task": episodes,
+                 "tasks": task_set(tasks) if tasks else None, "steps": steps, "device": device,
+                 "dagger.workers": workers}
+    print(dagger_command(data, out, config, overrides))
 
 
 @robot_app.command("eval")

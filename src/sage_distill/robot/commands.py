@@ -39,22 +39,48 @@ def collect_command(out: Path, tasks: str, episodes: int, image_size: int, worke
             f"(expert success {s['expert_success']:.1%} on train variants)")
 
 
-def train_command(data: Path, out: Path, config: Path | None, overrides: dict) -> str:
+def _load_robot_config(model, data: Path, out: Path, config: Path | None, overrides: dict, what: str):
+    """`model` from the YAML with the options over it (None: not given), the device, --data a folder and --out
+    usable: the checks `robot train` and `robot dagger` share."""
     from ..errors import check_output_dir
     from ..utils.config import load_config
     from ..utils.device import check_device
-    from .train import RobotTrainConfig, check_resume_state, train
 
     given = {k: v for k, v in overrides.items() if v is not None}
-    cfg = load_config(RobotTrainConfig, config, given, base={"data": data, "out": out}, what="robot training config")
+    cfg = load_config(model, config, given, base={"data": data, "out": out}, what=what)
     check_device(cfg.device, "--device" if "device" in given or config is None else f"{config}: device")
     if not cfg.data.is_dir():
         raise ConfigError(f"{cfg.data} is not a dataset folder", where="--data")
     check_output_dir(cfg.out)
+    return cfg
+
+
+def train_command(data: Path, out: Path, config: Path | None, overrides: dict) -> str:
+    from .train import RobotTrainConfig, check_resume_state, train
+
+    cfg = _load_robot_config(RobotTrainConfig, data, out, config, overrides, "robot training config")
     check_resume_state(cfg.out)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     last = train(cfg)
     return f"trained {cfg.obs} policy to step {last.get('step')} (loss {last.get('loss', float('nan')):.4f}) in {out}"
+
+
+def dagger_command(data: Path, out: Path, config: Path | None, overrides: dict) -> str:
+    """`robot dagger`: options over the YAML (`dagger.rounds` style keys), every check before anything is
+    written (the config, the starting dataset and policy, the teacher, a resumed run's settings)."""
+    from .dagger import RobotDaggerConfig, dagger
+
+    cfg = _load_robot_config(RobotDaggerConfig, data, out, config, overrides, "robot DAgger config")
+    if cfg.out.resolve().is_relative_to(cfg.data.resolve()):
+        raise ConfigError(f"{cfg.out} is inside the starting dataset {cfg.data}; give a folder outside it",
+                          where="--out")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rows = dagger(cfg)
+    last = rows[-1]
+    success = f"; round {last['round']} rollout success {last['rollout_success']:.1%}" if "rollout_success" in last \
+        else ""
+    return (f"DAgger rounds 0..{last['round']} in {out}: dataset {last['dataset_episodes']} episodes, "
+            f"{last['dataset_frames']} frames{success}; student {out / last['policy']}; {out / 'rounds.jsonl'}")
 
 
 def eval_command(policy: Path, tasks: str, protocol: str, episodes: int, out: Path, device: str, workers: int,

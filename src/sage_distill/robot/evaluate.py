@@ -58,9 +58,13 @@ def _save_gif(path: Path, frames: list[np.ndarray]) -> None:
 
 
 def run_episodes(policy: ControlPolicy, variants: list[Variant], pool: EnvPool, device: torch.device,
-                 flow_steps: int | None = None, record: set[int] | None = None, on_done=None) -> dict:
+                 flow_steps: int | None = None, record: set[int] | None = None, on_done=None,
+                 on_step=None) -> dict:
     """Roll out every variant to success or the step limit. Returns timing; calls on_done(i, success,
-    steps, frames) as each episode ends."""
+    steps, frames) as each episode ends. `on_step(ids, observations, actions)`, when given, sees every
+    live episode's observation and the policy's action before each step and returns the (B, action_dim)
+    actions executed instead (DAgger labels the states and mixes in the teacher); the policy's chunk
+    queue runs on regardless."""
     obs = pool.reset(variants)
     live = dict(enumerate(obs))
     prev = {i: o["agent_pos"] for i, o in live.items()}
@@ -83,6 +87,10 @@ def run_episodes(policy: ControlPolicy, variants: list[Variant], pool: EnvPool, 
                 queue[i] = list(a[: policy.cfg.n_action_steps])
                 queries[i] += 1
         actions = {i: queue[i].pop(0) for i in live}
+        if on_step is not None:
+            ids = list(live)
+            chosen = on_step(ids, [live[i] for i in ids], np.stack([actions[i] for i in ids]))
+            actions = dict(zip(ids, chosen, strict=True))
         for i in live:
             if i in frames and "pixels" in live[i]:
                 frames[i].append(live[i]["pixels"])

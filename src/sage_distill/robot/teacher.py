@@ -1,9 +1,10 @@
 """Control teachers: anything that maps a batch of robot observations to actions.
 
 One protocol for every robot teacher: Meta-World's scripted experts today; a GR00T policy or a larger
-trained SAGE policy plugs in behind the same `act` when its weights are present. A teacher may read the
-simulator's full state (`state`), which the pixel student does not get: the student learns to recover
-what it needs (object and goal positions) from the image, where every goal marker is drawn.
+trained SAGE policy plugs in behind the same `act` when its weights are present (`robot.dagger.PolicyTeacher`:
+a policy folder, e.g. a privileged state policy). A teacher may read the simulator's full state (`state`),
+which the pixel student does not get: the student learns to recover what it needs (object and goal
+positions) from the image, where every goal marker is drawn.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ class ControlTeacher(Protocol):
     name: str
 
     def act(self, observations: list[dict[str, np.ndarray]]) -> np.ndarray:
-        """(B, action_dim) actions for B observations, in the env's action range."""
+        """(B, action_dim) actions for B observations, in the env's action range. An observation is an env
+        observation (`agent_pos`, `state`, `task_index`, `pixels` when rendering), plus `prev_agent_pos` (the
+        proprio one step earlier) where the caller knows it."""
         ...
 
 

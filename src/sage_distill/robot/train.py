@@ -59,6 +59,9 @@ class RobotTrainConfig(BaseModel):
     depth: int = Field(4, ge=1, le=64)
     flow_steps: int = Field(8, ge=1, le=64)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    # A policy folder whose weights (normalisers included) start this run instead of a random draw: a fine-tune,
+    # and how each DAgger round continues the previous round's student. Its model must be this config's.
+    init: Path | None = None
     device: str = "cpu"
     save_every: int = Field(2000, ge=1)
     log_every: int = Field(100, ge=1)
@@ -149,6 +152,23 @@ def random_shift(pixels: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return x
 
 
+def control_config(cfg: RobotTrainConfig, image_size: int | None) -> ControlConfig:
+    """The model a run of `cfg` builds, on frames of `image_size` (None: a state dataset)."""
+    return ControlConfig(obs=cfg.obs, image_size=image_size or 128, num_tasks=len(all_tasks()), chunk=cfg.chunk,
+                         n_action_steps=cfg.n_action_steps, width=cfg.width, depth=cfg.depth,
+                         flow_steps=cfg.flow_steps)
+
+
+def check_init(init: Path, model_cfg: ControlConfig) -> tuple[ControlPolicy, list[str]]:
+    """The starting policy of `init` and its trained tasks, checked to be the model `model_cfg` describes."""
+    start, tasks = load_policy(init)
+    if start.cfg != model_cfg:
+        have, want = start.cfg.model_dump(), model_cfg.model_dump()
+        differ = [f"{k} {have[k]} here, {want[k]} in this run" for k in want if have[k] != want[k]]
+        raise SageError(f"its model differs from this run's ({'; '.join(differ)})", file=Path(init) / "config.json")
+    return start, tasks
+
+
 class RobotFamily:
     """The control policy for the one training loop (`training.loop`): batches drawn from the tables on
     the device, the policy's flow-matching loss, AdamW."""
@@ -159,13 +179,15 @@ class RobotFamily:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
         self.data, self.tasks = build_tables(cfg, self.device)
-        image_size = int(self.data["pixels"].shape[1]) if "pixels" in self.data else 128
-        self.model_cfg = ControlConfig(obs=cfg.obs, image_size=image_size, num_tasks=len(all_tasks()),
-                                       chunk=cfg.chunk, n_action_steps=cfg.n_action_steps, width=cfg.width,
-                                       depth=cfg.depth, flow_steps=cfg.flow_steps)
+        image_size = int(self.data["pixels"].shape[1]) if "pixels" in self.data else None
+        self.model_cfg = control_config(cfg, image_size)
         torch.manual_seed(cfg.seed)
         self.model = ControlPolicy(self.model_cfg).to(self.device)
-        self.model.set_normalizers(self.data["proprio"], self.data.get("state"))
+        if cfg.init is not None:
+            # The starting weights keep their normalisers: the function being continued stays the same one.
+            self.model.load_state_dict(check_init(cfg.init, self.model_cfg)[0].state_dict())
+        else:
+            self.model.set_normalizers(self.data["proprio"], self.data.get("state"))
         self._optimizers = {"policy": torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
                                                         weight_decay=cfg.weight_decay)}
 
@@ -208,7 +230,8 @@ class RobotFamily:
 
     def settings(self) -> dict:
         """What a resume must match; the dataset by its resolved path, so another spelling of it resumes."""
-        return {**self.cfg.model_dump(mode="json"), "data": str(Path(self.cfg.data).resolve())}
+        init = None if self.cfg.init is None else str(Path(self.cfg.init).resolve())
+        return {**self.cfg.model_dump(mode="json"), "data": str(Path(self.cfg.data).resolve()), "init": init}
 
 
 def build(cfg: RobotTrainConfig) -> tuple[RobotFamily, Loop]:
