@@ -205,7 +205,7 @@ def test_the_vote_ranks_by_count_then_likelihood_and_never_prefers_a_copy() -> N
     assert only_copies.attempts(grid([9]))["attempt_1"] == [[1, 1]]
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
 def test_model_folders_round_trip_in_shards(tmp_path, monkeypatch, precision) -> None:
     import sage_distill.student.checkpoint as ckpt
 
@@ -216,11 +216,27 @@ def test_model_folders_round_trip_in_shards(tmp_path, monkeypatch, precision) ->
     assert len(shards) > 1 and all(s.stat().st_size <= 60_000 for s in shards)
     loaded, fps = load_model(tmp_path)
     assert fps == ["fa", "fb", "fc"]
-    tol = 0.01 if precision == "bf16" else 0.02
+    tol = {"bf16": 0.01, "int8": 0.02, "int4": 0.15}[precision]  # int4: half a step of 1/7 of a group's max
     for (name, a), b in zip(m.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=tol * float(a.abs().max()) + 1e-6), name
-    if precision == "int8":
-        assert any(t.dtype == torch.int8 for s in shards for t in load_file(s).values())
+    dtypes = {t.dtype for s in shards for t in load_file(s).values()}
+    assert (torch.int8 in dtypes) == (precision == "int8") and (torch.uint8 in dtypes) == (precision == "int4")
+
+
+def test_int4_packs_two_values_a_byte_with_a_scale_per_group() -> None:
+    from sage_distill.student.checkpoint import GROUP, dequantize, quantize
+
+    torch.manual_seed(0)
+    w = torch.randn(3, 2 * GROUP)
+    w[0, 5] = 40.0  # an outlier coarsens only its own group
+    stored = quantize({"w": w, "odd": torch.randn(2, GROUP + 1), "v": torch.randn(4)}, "int4")
+    assert stored["w"].dtype == torch.uint8 and list(stored["w"].shape) == [3, GROUP]
+    assert list(stored["w.scale"].shape) == [3, 2] and stored["odd"].dtype == torch.int8
+    back = dequantize(stored)["w"]
+    step = stored["w.scale"].float().repeat_interleave(GROUP, dim=1)
+    assert bool(((back - w).abs() <= step / 2 + 1e-4).all())  # every value within half a quantisation step
+    scale = stored["w.scale"].float()
+    assert float(scale[0, 0]) == pytest.approx(40 / 7, rel=1e-3) and float(scale[0, 1]) < 1.0
 
 
 def test_broken_model_folders_are_refused_by_name(tmp_path) -> None:

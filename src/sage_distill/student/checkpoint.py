@@ -1,7 +1,9 @@
 """A SAGE model folder: config.json, weights in safetensors shards of at most 15 MiB with
 model.safetensors.index.json, and tasks.json (the task fingerprint of every embedding row; never a
-task id). Weights are stored in bf16, or in int8 with one float scale per output row
-(`<name>` int8 + `<name>.scale`), and are upcast to float32 on load."""
+task id). Weights are stored in bf16; in int8 with one float scale per output row (`<name>` int8 +
+`<name>.scale` [rows, 1]); or in int4 with one float16 scale per group of 32 inputs (`<name>` uint8, two
+values a byte, [rows, cols / 2] + `<name>.scale` [rows, cols / 32]). Matrices whose width is not a multiple
+of 32 stay int8 in an int4 folder; vectors stay bf16. Everything is upcast to float32 on load."""
 
 from __future__ import annotations
 
@@ -21,19 +23,28 @@ from .modeling_sage import SageModel
 
 MAX_SHARD_BYTES = 15 * 1024 * 1024
 INDEX = "model.safetensors.index.json"
+GROUP = 32  # int4: inputs per scale (a finer group keeps outliers from flattening their neighbours)
+PRECISIONS = ("bf16", "int8", "int4")
 
 
-def quantize_int8(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Symmetric per-row int8 for every matrix; vectors stay in bf16 (they are tiny)."""
+def quantize(weights: dict[str, torch.Tensor], precision: str) -> dict[str, torch.Tensor]:
+    """Symmetric quantisation of every matrix (int8 per row, int4 per group of GROUP inputs); vectors stay
+    bf16 (they are tiny)."""
     out = {}
     for name, w in weights.items():
         w = w.detach().float().cpu()
-        if w.ndim == 2:
+        if w.ndim != 2:
+            out[name] = w.to(torch.bfloat16)
+        elif precision == "int4" and w.shape[1] % GROUP == 0:
+            groups = w.view(w.shape[0], -1, GROUP)
+            scale = groups.abs().amax(dim=2, keepdim=True).clamp(min=1e-8) / 7.0
+            q = (torch.round(groups / scale).clamp(-8, 7) + 8).to(torch.uint8).view(w.shape[0], -1)
+            out[name] = q[:, 0::2] | (q[:, 1::2] << 4)
+            out[name + ".scale"] = scale[..., 0].to(torch.float16)
+        else:
             scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
             out[name] = torch.round(w / scale).to(torch.int8)
             out[name + ".scale"] = scale.to(torch.float32)
-        else:
-            out[name] = w.to(torch.bfloat16)
     return out
 
 
@@ -42,7 +53,14 @@ def dequantize(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for name, w in stored.items():
         if name.endswith(".scale"):
             continue
-        out[name] = w.float() * stored[name + ".scale"] if w.dtype == torch.int8 else w.float()
+        if w.dtype == torch.uint8:  # int4, two a byte: low nibble first
+            q = torch.stack([w & 0xF, w >> 4], dim=-1).view(w.shape[0], -1).float() - 8
+            scale = stored[name + ".scale"].float()
+            out[name] = (q.view(w.shape[0], -1, GROUP) * scale[..., None]).view(w.shape[0], -1)
+        elif w.dtype == torch.int8:
+            out[name] = w.float() * stored[name + ".scale"]
+        else:
+            out[name] = w.float()
     return out
 
 
@@ -53,12 +71,12 @@ def save_model(folder: str | Path, model: SageModel, fingerprints: list[str],
     folder.mkdir(parents=True, exist_ok=True)
     weights = state_dict if state_dict is not None else model.state_dict()
     weights = {k: v for k, v in weights.items() if not k.startswith("rope_")}
-    if precision == "int8":
-        stored = quantize_int8(weights)
-    elif precision == "bf16":
+    if precision not in PRECISIONS:
+        raise SageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":
         stored = {k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in weights.items()}
     else:
-        raise SageError(f"precision must be bf16 or int8, got {precision!r}")
+        stored = quantize(weights, precision)
     split = split_torch_state_dict_into_shards(stored, max_shard_size=MAX_SHARD_BYTES)
     for old in folder.glob("model*.safetensors"):
         if old.name not in split.filename_to_tensors:
@@ -125,11 +143,14 @@ def check_shapes(cfg: SageConfig, cfg_path: Path, header: dict[str, dict]) -> No
     with torch.device("meta"):
         expected = {k: list(v.shape) for k, v in SageModel(cfg).state_dict().items() if not k.startswith("rope_")}
     for name, t in header.items():
-        if t["dtype"] == "I8" and name + ".scale" not in header:
-            raise SageError(f"{name} is int8 without its {name}.scale", file=t["path"])
+        if t["dtype"] in ("I8", "U8") and name + ".scale" not in header:
+            raise SageError(f"{name} is quantised without its {name}.scale", file=t["path"])
         base = name.removesuffix(".scale")
-        if name != base and base in expected and t["shape"] != [expected[base][0], 1]:
-            raise SageError(f"{name} has shape {t['shape']}, expected [{expected[base][0]}, 1]", file=t["path"])
+        if name != base and base in expected:
+            rows, cols = expected[base]
+            want = [rows, cols // GROUP] if header.get(base, {}).get("dtype") == "U8" else [rows, 1]
+            if t["shape"] != want:
+                raise SageError(f"{name} has shape {t['shape']}, expected {want}", file=t["path"])
     names = {k for k in header if not (k.endswith(".scale") and k.removesuffix(".scale") in expected)}
     for k in sorted(expected.keys() | names):
         if k not in header:
@@ -137,9 +158,15 @@ def check_shapes(cfg: SageConfig, cfg_path: Path, header: dict[str, dict]) -> No
         if k not in expected:
             raise SageError(f"the weights hold {k!r}, which config.json's model has no place for",
                             file=header[k]["path"])
-        if header[k]["shape"] != expected[k]:
+        want = expected[k]
+        if header[k]["dtype"] == "U8":  # int4: two values a byte, whole groups only
+            if len(want) != 2 or want[1] % GROUP:
+                raise SageError(f"{k} is int4 but its width {want[-1]} is not a multiple of {GROUP}",
+                                file=header[k]["path"])
+            want = [want[0], want[1] // 2]
+        if header[k]["shape"] != want:
             raise SageError(f"{k} has shape {header[k]['shape']} in {header[k]['path'].name}, config.json's model "
-                            f"needs {expected[k]}", file=cfg_path)
+                            f"needs {want}", file=cfg_path)
 
 
 def load_sage_model(folder: str | Path, device: str, option: str = "--model") -> tuple[SageModel, list[str]]:
