@@ -4,7 +4,8 @@
 # copies the tree to /root/work/code (a later call replaces the carried tree), installs the carried wheels and
 # starts every arm at once under setsid: each trains for its config's optim.minutes on the shared GPU, then
 # evaluates itself on ARC-AGI-1 evaluation at 8 views. "teacher" evaluates models/sage-arc the same way.
-# Later calls: bash scripts/gpu_distill.sh wait SECONDS  (progress, and results into $OUT when all are done).
+# Later calls: bash scripts/gpu_distill.sh wait SECONDS  (progress, and results into $OUT when all are done);
+#   bash scripts/gpu_distill.sh fetch ARM  (that arm's int4 model folder into $OUT, for a release).
 set -uo pipefail
 W=/root/work
 if [ "$1" = start ]; then
@@ -16,6 +17,10 @@ if [ "$1" = start ]; then
     (cd $W/code && setsid nohup bash scripts/gpu_distill_arm.sh "$arm" > $W/res/$arm.log 2>&1 < /dev/null &)
   done
   sleep 60; tail -n 3 $W/res/*.log
+  exit 0
+fi
+if [ "$1" = fetch ]; then
+  cp $W/rel/$2/* $OUT/ && ls -la $OUT
   exit 0
 fi
 end=$(( $(date +%s) + ${2:-300} ))

@@ -14,6 +14,8 @@ if [ "$ARM" != teacher ]; then
   python3 -m sage_distill train --config configs/distill/$ARM.yaml --set out_dir=$W/runs/$ARM "$@" 2>&1 | grep -v "it/s\]"
   echo "trained $ARM in $(( $(date +%s) - T0 )) s"
   MODEL=$W/runs/$ARM
+  python3 -c "from sage_distill.student.checkpoint import load_model, save_model
+m, f = load_model('$MODEL'); save_model('$W/rel/$ARM', m, f, precision='int4')"  # a release candidate
 fi
 T0=$(date +%s)
 python3 -m sage_distill eval --model $MODEL --dataset arc1 --out $W/res/$ARM --views 8 --device cuda --batch 512 \

@@ -116,3 +116,21 @@ def test_a_cpu_run_that_cannot_fit_is_refused_with_the_option_to_change(tmp_path
     with pytest.raises(SageError, match="optim.rows"):
         train(big)
     assert not (tmp_path / "run").exists()
+
+
+def test_every_shipped_arc_config_loads_and_students_see_their_teachers_views() -> None:
+    """A typo in a shipped config fails here, not on a GPU lease; a student's views must be its teacher's."""
+    import json
+    from pathlib import Path
+
+    from sage_distill.training.config import load_config as load_train_config
+
+    root = Path(__file__).parents[1]
+    paths = sorted(root.glob("configs/arc*.yaml")) + sorted(root.glob("configs/distill/*.yaml"))
+    assert len(paths) >= 9
+    for path in paths:
+        cfg = load_train_config(path)
+        if cfg.teacher is not None:
+            teacher = json.loads((root / cfg.teacher.path / "config.json").read_text())
+            assert cfg.model_config_().palette_views == teacher.get("palette_views", False), path
+            assert cfg.data.training == [("arc1", "training"), ("arc2", "training")], path
