@@ -511,6 +511,30 @@ def test_the_world_is_valid(cli, world_template: Path, tmp_path: Path) -> None:
         assert code == 0, (argv, err)
 
 
+def test_every_arc_command_succeeds_on_the_unbroken_world(cli, world_template: Path, tmp_path: Path) -> None:
+    """The happy path of the commands that do the work (the robot ones run Meta-World and have theirs in
+    test_robot_control.py / test_robot_dagger.py): exit 0 and the promised files."""
+    w = copy_world(world_template, tmp_path / "w")
+    _train_yaml(GOOD_TRAIN)(w)
+    runs = [
+        (PRED, ["pred/p.json", "pred/p.stats.json"]),
+        ([*PRED[:-1], "{w}/pred/q.json", "--rescore", "2", "--views", "2"], ["pred/q.json", "pred/q.votes.json"]),
+        ([*EVAL, "--views", "1"], ["ev/scores.json", "ev/predictions.json"]),
+        (TRAIN, ["run/model.safetensors.index.json", "run/train_state/state.json", "run/metrics.jsonl"]),
+        (RUN, ["out/predictions.json"]),
+        (["demo", "--model", "{w}/model", "--tasks", "1", "--views", "1", "--runtime", "torch", "--out", "{w}/demo"],
+         ["demo/scores.json"]),
+        (["export", "--model", "{w}/model", "--out", "{w}/onnx"], ["onnx/sage-onnx.json"]),
+        (["data", "list"], []), (["data", "stats", "--dataset", "arc1"], []),
+        (["data", "export", "--dataset", "arc1", "--split", "evaluation", "--out", "{w}/exp"],
+         ["exp/challenges.json", "exp/solutions.json"]),
+    ]
+    for argv, files in runs:
+        code, _, err = cli(*[a.replace("{w}", str(w)) for a in argv])
+        assert code == 0, (argv, err[-2000:])
+        assert all((w / f).is_file() for f in files), (argv, [f for f in files if not (w / f).is_file()])
+
+
 def test_unexpected_errors_are_one_line_and_exit_1(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from sage_distill.arc import commands
 
