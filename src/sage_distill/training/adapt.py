@@ -31,8 +31,9 @@ from .loop import LoopSettings, schedule_factor
 
 log = logging.getLogger(__name__)
 AdaptMode = Literal["rows", "all"]
-# `all`: the shared weights' peak lr, a fifth of pretraining's (configs: 1.5e-3), so the few hundred to few
-# thousand steps of a budget move them toward the new tasks without erasing what pretraining learnt.
+# `all`: the shared weights' peak lr, a fifth of pretraining's (configs/arc-unseen.yaml: 1.5e-3): the budget's
+# steps move them toward the new tasks' demonstrations without wiping out what pretraining learnt (a guess to be
+# checked by the GPU arms, not a tuned value).
 SHARED_LR = 3e-4
 # `all`: Adam's first moments are noise and a fresh row's gradients are at their largest in the first steps;
 # a short linear warm-up keeps those steps from pushing the shared weights far, then cosine decays to 0 at
@@ -52,6 +53,8 @@ def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: fl
     """Train rows first_row.. (one per task, in order), and with mode `all` the shared weights, on the
     tasks' demonstrations. Never reads a test output: only `task.train` enters the pairs. `compiled`:
     None compiles on CUDA only (callers taking one step a call, as the IRP plugin, pass False)."""
+    if mode not in ("rows", "all"):
+        raise ValueError(f"adapt mode {mode!r}: rows or all")
     start = time.time()
     device = next(model.parameters()).device
     cuda = device.type == "cuda"
