@@ -12,6 +12,8 @@ from arc_world import tiny_model_world
 from sage_distill.arc.task import fingerprint
 from sage_distill.evaluation.predict import PredictConfig, predict_file
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def world(tmp_path):
@@ -92,7 +94,8 @@ def test_a_resume_with_other_settings_is_refused_and_restart_starts_afresh(parti
                          (["--model", other_model], r"--model \(its files' sha256\) was [0-9a-f]{12}\.\.\., now "
                                                     r"[0-9a-f]{12}\.\.\."),
                          (["--challenges", other_challenges], r"--challenges \(its sha256\) was [0-9a-f]{12}"),
-                         (["--adapt-minutes", "1"], "--adapt-minutes was 0.0, now 1.0")]:
+                         (["--adapt-minutes", "1"], "--adapt-minutes was 0.0, now 1.0"),
+                         (["--adapt-mode", "all"], '--adapt-mode was "rows", now "all"')]:
         argv = {"--model": model, "--challenges": challenges, "--views": "3"}
         argv.update(zip(args[::2], args[1::2], strict=True))
         code, _, err = cli("predict", "--out", out, *[str(x) for kv in argv.items() for x in kv])
@@ -177,13 +180,50 @@ def test_tasks_without_an_embedding_are_adapted_once(world, tmp_path, monkeypatc
     assert calls == [0, 1] and json.loads(out.with_name("p.json.adapted.json").read_text())["settings"]["seed"] == 1
 
 
+def test_adapt_mode_all_caches_its_weights_and_leaves_known_tasks_alone(world, tmp_path, monkeypatch) -> None:
+    """`all` trains a copy's shared weights too: they decode the unknown tasks only (the known ones keep the
+    model folder's weights), are cached beside the output and reused by a rerun; another mode's cache is not
+    this run's, so it is made again."""
+    from safetensors.torch import load_file
+
+    import sage_distill.evaluation.predict as pr
+
+    tasks, challenges, model = world
+    adapt, calls, decoded = pr.adapt_tasks, [], []
+    monkeypatch.setattr(pr, "adapt_tasks", lambda *a, **k: (calls.append(k["mode"]), adapt(*a, **k))[1])
+    solve = pr.solve_chunk
+    monkeypatch.setattr(pr, "solve_chunk", lambda net, chunk, *a: (
+        decoded.append((net.state_dict()["head.weight"].clone(), [t.id for t in chunk])), solve(net, chunk, *a))[1])
+    cfg = PredictConfig(views=1, adapt_minutes=5, adapt_steps=3, adapt_mode="all")
+    out = tmp_path / "p.json"
+    stats = predict_file(model, challenges, out, cfg)
+    assert stats["adapted"] == 2 and stats["adaptation"]["mode"] == "all" and calls == ["all"]
+    cache = load_file(out.with_name("p.json.adapted.safetensors"))
+    original = load_file(model / "model.safetensors")
+    assert cache["task"].shape[0] == 2 and not torch.equal(cache["shared.head.weight"], original["head.weight"])
+    assert {k.removeprefix("shared.") for k in cache if k.startswith("shared.")} == {
+        k for k in original if not k.startswith("tasks.")}
+    assert [(torch.equal(w, original["head.weight"]), ids) for w, ids in decoded] == [
+        (True, [t.id for t in tasks[:3]]), (False, [t.id for t in tasks[3:]])]
+    assert torch.equal(decoded[1][0], cache["shared.head.weight"])
+    answers = json.loads(out.read_text())
+    again = predict_file(model, challenges, out, cfg)
+    assert calls == ["all"] and json.loads(out.read_text()) == answers  # reused: no training, the same answers
+    assert again["adaptation"] == stats["adaptation"] and torch.equal(decoded[3][0], cache["shared.head.weight"])
+    predict_file(model, challenges, out, cfg.model_copy(update={"adapt_mode": "rows"}))
+    assert calls == ["all", "rows"] and json.loads(out.with_name("p.json.adapted.json").read_text())[
+        "settings"]["adapt_mode"] == "rows"
+    assert not any(k.startswith("shared.") for k in load_file(out.with_name("p.json.adapted.safetensors")))
+
+
 @pytest.mark.parametrize("args, message", [
     (["--views", "0"], "--views"), (["--adapt-minutes", "-1"], "--adapt-minutes"), (["--minutes", "0"], "--minutes"),
     (["--device", "tpu"], "--device"), (["--device", "cuda"], "CUDA is not available"), (["--limit", "0"], "--limit"),
     (["--batch", "-2"], "--batch"), (["--batch", "5000"], "--batch: Input should be less than or equal to 4096"),
     (["--seed", str(2**32)], "--seed: Input should be less than or equal to 4294967295 (got 4294967296)"),
     (["--minutes", "inf"], "--minutes: Input should be a finite number"),
-    (["--adapt-minutes", "nan"], "--adapt-minutes: Input should be a finite number")])
+    (["--adapt-minutes", "nan"], "--adapt-minutes: Input should be a finite number"),
+    (["--adapt-mode", "both"], "--adapt-mode: Input should be 'rows' or 'all' (got both)")])
 def test_bad_options_are_one_line_and_write_nothing(world, tmp_path, cli, monkeypatch, args, message) -> None:
     _, challenges, model = world
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -142,7 +142,8 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
         ("--minutes", "0"), ("--minutes", "-2"), ("--device", "tpu"), ("--device", "cuda"), ("--batch", "-1"),
         ("--limit", "0"), ("--limit", "-1"), ("--seed", "-1"), ("--seed", "4294967296"), ("--batch", "5000"),
         ("--minutes", "inf"), ("--adapt-minutes", "nan"), ("--out", "{w}/adir"), ("--model", "{w}/nope"),
-        ("--model", "{w}/afile.txt"), ("--model", "{w}/adir"), ("--challenges", "{w}/nope.json")]],
+        ("--model", "{w}/afile.txt"), ("--model", "{w}/adir"), ("--challenges", "{w}/nope.json"),
+        ("--adapt-mode", "both")]],
     ("predict", "truncated weights", PRED, _truncate("model/model.safetensors")),
     ("predict", "config.json not JSON", PRED, _write("model/config.json", "{")),
     ("predict", "tasks.json missing", PRED, lambda w: (w / "model/tasks.json").unlink()),
@@ -151,6 +152,7 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
      _json("challenges.json", {"t1": {**TASK, "train": [{"input": [[12]], "output": [[1]]}]}})),
     ("predict", "challenges task id ../x", PRED, _json("challenges.json", {"../x": TASK})),
     ("predict", "resume: other --views", PRED, _partial("pred/p.json", PARTIAL_ROW, views=3)),
+    ("predict", "resume: other --adapt-mode", _with(PRED, "--adapt-mode", "all"), _partial("pred/p.json", PARTIAL_ROW)),
     ("predict", "resume: other --model", _with(PRED, "--model", "{w}/m2"), lambda w: (
         shutil.copytree(w / "model", w / "m2"), _edit_json("m2/config.json", lambda c: c.update(palette_views=True))(w),
         _partial("pred/p.json", PARTIAL_ROW)(w))),
@@ -167,7 +169,8 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
     # ---- eval
     *[("eval", f"{o} {v}", _with(EVAL, o, v), None) for o, v in [
         ("--views", "0"), ("--minutes", "0"), ("--dataset", "arc9"), ("--split", "test"), ("--device", "tpu"),
-        ("--device", "cuda"), ("--limit", "0"), ("--model", "{w}/nope"), ("--adapt-minutes", "-5")]],
+        ("--device", "cuda"), ("--limit", "0"), ("--model", "{w}/nope"), ("--adapt-minutes", "-5"),
+        ("--adapt-mode", "whole")]],
     ("eval", "truncated weights", EVAL, _truncate("model/model.safetensors")),
     ("eval", "resume: other --views", EVAL, _partial("ev/predictions.json", views=3)),
     # ---- train

@@ -147,18 +147,21 @@ def train(config: Annotated[Path, Opt("--config", help="Training YAML (configs/a
 
 RESCORE_HELP = ("Re-score the N most-voted candidates of each test input by their likelihood summed over "
                 "every view (product of experts) before picking two; 0: the vote alone")
+ADAPT_MODE_HELP = ("rows: adaptation trains only the new task rows | all: the rows and every shared weight "
+                   "(for challenges files whose tasks the model has no rows for; in a file that mixes both, the "
+                   "adapted weights decode the unknown tasks only and the known tasks keep the original ones)")
 RUNTIME_HELP = "torch | onnx (ONNX Runtime on the CPU; --model is then a folder from `sage-distill export`)"
 
 
 def _predict_config(views: int, adapt_minutes: float, minutes: float | None, device: str, batch: int, seed: int,
-                    runtime: str = "torch", rescore: int = 0):
+                    runtime: str = "torch", rescore: int = 0, adapt_mode: str = "rows"):
     from pydantic import ValidationError
 
     from .evaluation.predict import PredictConfig
 
     try:
         return PredictConfig(views=views, adapt_minutes=adapt_minutes, minutes=minutes, device=device, batch=batch,
-                             seed=seed, runtime=runtime, rescore=rescore)
+                             seed=seed, runtime=runtime, rescore=rescore, adapt_mode=adapt_mode)
     except ValidationError as e:
         first = e.errors()[0]
         raise SageError(f"{first['msg']} (got {first.get('input')})",
@@ -171,6 +174,7 @@ def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, 
             views: Annotated[int, Opt("--views", help="Augmented views per test input (80+ on a GPU).")] = 8,
             adapt_minutes: Annotated[float, Opt("--adapt-minutes", help="Train embeddings for tasks the model "
                                                                         "has none for.")] = 0.0,
+            adapt_mode: Annotated[str, Opt("--adapt-mode", help=ADAPT_MODE_HELP)] = "rows",
             minutes: Annotated[float | None, Opt("--minutes", help="Hard budget for the whole command.")] = None,
             device: Annotated[str, Opt("--device", help="cpu | cuda")] = "cpu",
             batch: Annotated[int, Opt("--batch", help="Sequences per decoding batch (0: automatic).")] = 0,
@@ -183,7 +187,7 @@ def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, 
     kill resumes (same settings only)."""
     from .evaluation.predict import predict_file, summary_line
 
-    cfg = _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore)
+    cfg = _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore, adapt_mode)
     print(summary_line(out, predict_file(model, challenges, out, cfg, limit, restart)))
 
 
@@ -193,6 +197,7 @@ def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt
              out: Annotated[Path, Opt("--out")] = Path("out/eval"),
              views: Annotated[int, Opt("--views")] = 8,
              adapt_minutes: Annotated[float, Opt("--adapt-minutes")] = 0.0,
+             adapt_mode: Annotated[str, Opt("--adapt-mode", help=ADAPT_MODE_HELP)] = "rows",
              minutes: Annotated[float | None, Opt("--minutes")] = None,
              device: Annotated[str, Opt("--device", help="cpu | cuda")] = "cpu",
              batch: Annotated[int, Opt("--batch")] = 0,
@@ -206,8 +211,8 @@ def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt
     from .evaluation.model_eval import evaluate_model
 
     evaluate_model(model, dataset, split, out,
-                   _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore), limit,
-                   restart=restart)
+                   _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore, adapt_mode),
+                   limit, restart=restart)
 
 
 @app.command("export")

@@ -2,7 +2,8 @@
 
 Per task: find its embedding row by the fingerprint of its demonstrations (never its id); tasks the
 model has no row for get fresh rows, trained on their demonstrations for `--adapt-minutes` (all such
-tasks together). Then every test input is decoded under `--views` augmented views, batched across
+tasks together; with `--adapt-mode all` the shared weights too, in a copy that decodes those tasks
+only). Then every test input is decoded under `--views` augmented views, batched across
 tasks with a KV cache; answers are mapped back, invalid grids dropped, and voted (ties broken by
 summed log-likelihood). Finished tasks are appended to `<out>.partial.jsonl` as they complete, so
 a killed run loses at most the chunk of tasks in flight and a rerun resumes; `--minutes` bounds the
@@ -16,6 +17,7 @@ validated before it is reused; only a last line cut by a kill is dropped (that t
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -34,7 +36,7 @@ from ..errors import PredictionError, SageError
 from ..student.checkpoint import INDEX, load_model
 from ..student.generate import Job, Tally, generate, rescore, view_augmentations
 from ..student.modeling_sage import SageModel
-from ..training.adapt import adapt_tasks
+from ..training.adapt import adapt_tasks, shared_parameters
 from ..utils.device import check_device
 from ..utils.io import atomic_save_safetensors, atomic_write_json, atomic_write_text, files_sha256
 from .submission import parse_predictions
@@ -46,6 +48,10 @@ class PredictConfig(BaseModel):
     views: int = Field(8, ge=1, le=1024)
     adapt_minutes: float = Field(0.0, ge=0, le=24 * 60)
     adapt_steps: int | None = Field(None, ge=1)  # a step cap besides the minutes (tests, smoke runs)
+    # What adaptation trains (`training.adapt`): the unknown tasks' new rows only, or those rows and every
+    # shared weight. `all` changes the weights every task is decoded with, so its copy of the model decodes
+    # the unknown tasks only; the tasks the model has a row for keep the original weights (and answers).
+    adapt_mode: Literal["rows", "all"] = "rows"
     minutes: float | None = Field(None, gt=0)
     device: Literal["cpu", "cuda"] = "cpu"
     # sequences per decoding batch; 0 picks 384 on a GPU and 16 on the CPU. 4096 already fills an H200.
@@ -89,8 +95,8 @@ def load_runner(model_dir: str | Path, cfg: PredictConfig):
 # What each resume setting is called on the command line, for the refusal message.
 SETTING_NAMES = {"model_sha256": "--model (its files' sha256)", "challenges_sha256": "--challenges (its sha256)",
                  "views": "--views", "seed": "--seed", "runtime": "--runtime", "device": "--device",
-                 "adapt_minutes": "--adapt-minutes", "adapt_steps": "adapt_steps"}
-ADAPT_KEYS = ("model_sha256", "seed", "adapt_minutes", "adapt_steps")  # what an adaptation depends on
+                 "adapt_minutes": "--adapt-minutes", "adapt_steps": "adapt_steps", "adapt_mode": "--adapt-mode"}
+ADAPT_KEYS = ("model_sha256", "seed", "adapt_minutes", "adapt_steps", "adapt_mode")  # what an adaptation depends on
 
 
 def model_sha256(model_dir: str | Path, runtime: str) -> str:
@@ -111,7 +117,7 @@ def resume_settings(model_dir: str | Path, cfg: PredictConfig, challenges: str |
     """The settings a partial answers file is bound to (without the challenges when they are not known yet)."""
     out = {"model_sha256": model_sha256(model_dir, cfg.runtime), "views": cfg.views, "seed": cfg.seed,
            "runtime": cfg.runtime, "device": cfg.device, "adapt_minutes": cfg.adapt_minutes,
-           "adapt_steps": cfg.adapt_steps, "rescore": cfg.rescore}
+           "adapt_steps": cfg.adapt_steps, "adapt_mode": cfg.adapt_mode, "rescore": cfg.rescore}
     if challenges is not None:
         out["challenges_sha256"] = files_sha256([challenges])
     return out
@@ -209,9 +215,11 @@ def _count(v: object, kind: type | tuple = int) -> bool:
 
 
 def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg: PredictConfig, out: Path,
-              deadline: float, settings: dict) -> tuple[dict[str, int], dict]:
+              deadline: float, settings: dict) -> tuple[dict[str, int], dict, SageModel]:
     """Embedding row per task fingerprint; adapts (or reloads the adaptation of) unknown tasks. A saved
-    adaptation is reused only for the same tasks, model, seed and adaptation budget."""
+    adaptation is reused only for the same tasks, model, seed, mode and adaptation budget. Returns too the
+    model that decodes the unknown tasks: `model` itself, or with `adapt_mode` all an adapted copy (the
+    known tasks keep `model`'s weights)."""
     rows = {fp: i for i, fp in enumerate(fingerprints)}
     unknown: dict[str, Task] = {}
     for t in tasks:
@@ -220,44 +228,59 @@ def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg:
             unknown.setdefault(fp, t)
     info = {"unknown_tasks": len(unknown), "adapted": 0}
     if not unknown:
-        return rows, info
+        return rows, info, model
     if not isinstance(model, SageModel):  # ONNX graphs: the mean row, as SageModel.extend_tasks gives a new task
         rows.update({fp: model.unknown_row for fp in unknown})
-        return rows, info
+        return rows, info, model
     first = model.extend_tasks(len(unknown))
     for i, fp in enumerate(unknown):
         rows[fp] = first + i
     saved = out.with_name(out.name + ".adapted.safetensors")
     meta = out.with_name(out.name + ".adapted.json")
     bound = {k: settings[k] for k in ADAPT_KEYS}
-    kept = _saved_adaptation(saved, meta, list(unknown), bound, next(model.parameters()).device)
+    net = copy.deepcopy(model) if cfg.adapt_mode == "all" else model
+    shared = shared_parameters(net) if cfg.adapt_mode == "all" else {}
+    kept = _saved_adaptation(saved, meta, list(unknown), bound, _adapted_shapes(net, first, shared))
     if kept is not None:
         state, report = kept
         with torch.no_grad():
-            model.tasks.task.weight[first:] = state["task"]
-            model.tasks.colour.weight[first * 10:] = state["colour"]
+            net.tasks.task.weight[first:] = state["task"]
+            net.tasks.colour.weight[first * 10:] = state["colour"]
+            for name, p in shared.items():
+                p.copy_(state[f"shared.{name}"])
         info["adapted"], info["adaptation"] = len(unknown), report
     elif cfg.adapt_minutes > 0:
         minutes = min(cfg.adapt_minutes, max(0.0, (deadline - time.time()) / 60))
-        report = adapt_tasks(model, list(unknown.values()), first, minutes, cfg.adapt_steps, seed=cfg.seed)
-        atomic_save_safetensors(saved, {"task": model.tasks.task.weight[first:].detach().cpu(),
-                                        "colour": model.tasks.colour.weight[first * 10:].detach().cpu()})
+        report = adapt_tasks(net, list(unknown.values()), first, minutes, cfg.adapt_steps, seed=cfg.seed,
+                             mode=cfg.adapt_mode)
+        state = {"task": net.tasks.task.weight[first:], "colour": net.tasks.colour.weight[first * 10:],
+                 **{f"shared.{name}": p for name, p in shared.items()}}
+        atomic_save_safetensors(saved, {k: v.detach().cpu() for k, v in state.items()})
         atomic_write_json(meta, {"fingerprints": list(unknown), "settings": bound, "report": report})
         info["adapted"], info["adaptation"] = len(unknown), report
-    return rows, info
+    else:  # `all` without minutes: nothing was adapted, no copy needed
+        net = model
+    return rows, info, net
 
 
-def _saved_adaptation(saved: Path, meta: Path, fingerprints: list[str], bound: dict, device: torch.device
+def _adapted_shapes(model: SageModel, first: int, shared: dict[str, torch.nn.Parameter]) -> dict[str, tuple]:
+    """What an adaptation of rows first.. (and of the `shared` weights) holds: its tensors' names and shapes."""
+    task, colour = model.tasks.task.weight[first:], model.tasks.colour.weight[first * 10:]
+    return {"task": tuple(task.shape), "colour": tuple(colour.shape),
+            **{f"shared.{name}": tuple(p.shape) for name, p in shared.items()}}
+
+
+def _saved_adaptation(saved: Path, meta: Path, fingerprints: list[str], bound: dict, shapes: dict[str, tuple]
                       ) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """This command's own cache of an adaptation, when it was made for these tasks and settings; anything
-    else (absent, another model or seed, cut by a kill) is None: adapt again and overwrite it."""
+    """This command's own cache of an adaptation, when it was made for these tasks and settings and holds
+    exactly `shapes`; anything else (absent, another model, seed or mode, cut by a kill) is None: adapt
+    again and overwrite it."""
     try:
         m = json.loads(meta.read_text())
         if m.get("fingerprints") != fingerprints or m.get("settings") != bound:
             return None
-        state = load_file(saved, device=str(device))
-        n = len(fingerprints)
-        if state["task"].shape[0] != n or state["colour"].shape[0] != n * 10:
+        state = load_file(saved)
+        if {k: tuple(v.shape) for k, v in state.items()} != shapes:
             return None
         return state, m.get("report")
     except Exception:  # a cache, never an input: whatever is wrong with it, it is rebuilt
@@ -328,19 +351,25 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
     if not partial.exists():
         atomic_write_text(partial, json.dumps({"settings": settings}) + "\n")
     torch.manual_seed(cfg.seed)
-    rows, info = _rows_for(model, fingerprints, tasks, cfg, out, deadline, settings)
+    rows, info, adapted = _rows_for(model, fingerprints, tasks, cfg, out, deadline, settings)
     if cfg.device == "cuda":
-        model = model.to(torch.bfloat16)
+        model, adapted = model.to(torch.bfloat16), adapted.to(torch.bfloat16)
     batch = cfg.batch or (384 if cfg.device == "cuda" else 16)
     todo = [t for t in tasks if t.id not in done]
+    # Adapted shared weights decode the unknown tasks only: chunks then hold known or unknown tasks, not both.
+    known = set(fingerprints)
+    groups = [(model, todo)] if adapted is model else [(model, [t for t in todo if fingerprint(t) in known]),
+                                                       (adapted, [t for t in todo if fingerprint(t) not in known])]
+    work = [(net, chunk) for net, group in groups
+            for chunk in _chunks(group, batch * (4 if cfg.device == "cuda" else 1), cfg.views)]
     unfinished = 0
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="predict", unit="task", dynamic_ncols=True)
     with open(partial, "a") as f:
-        for chunk in _chunks(todo, batch * (4 if cfg.device == "cuda" else 1), cfg.views):
+        for net, chunk in work:
             if time.time() >= deadline:
                 break
             t0 = time.time()
-            tallies = solve_chunk(model, chunk, rows, cfg.views, batch, cfg.rescore)
+            tallies = solve_chunk(net, chunk, rows, cfg.views, batch, cfg.rescore)
             seconds = (time.time() - t0) / len(chunk)
             for t in chunk:
                 ts = tallies[t.id]

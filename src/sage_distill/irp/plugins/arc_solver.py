@@ -104,10 +104,13 @@ class ArcSolver:
 
     def _adapt(self, task: Task, fp: str, steps: int, minutes: float = 24 * 60) -> dict[str, Any]:
         """`steps` gradient steps on the task's demonstrations (never its test outputs). A new seed
-        per call, so successive calls see new views of the demonstrations."""
+        per call, so successive calls see new views of the demonstrations. Eager: a call takes a step or
+        two on one task's row length, where a compiled graph would be rebuilt for every task (and loader
+        workers started for every call)."""
         t0 = time.perf_counter()
         report = adapt_tasks(self.model, [task.without_answers()], self.rows[fp], minutes, max_steps=steps,
-                             lr=self.adapt_lr, seed=self.adapted.get(fp, 0))
+                             lr=self.adapt_lr, seed=self.adapted.get(fp, 0), compiled=False,
+                             workers=0)
         if report["steps"]:
             self.ms_per_adapt_step = (time.perf_counter() - t0) * 1000.0 / report["steps"]
         self.adapted[fp] = self.adapted.get(fp, 0) + report["steps"]
