@@ -266,11 +266,46 @@ def test_eval_with_rescoring_scores_the_vote_alone_beside_it(world, tmp_path, cl
                          "--rescore", "2")
     assert code == 0, err
     scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
-    assert scores["inference"]["rescore"] == 2 and set(scores["vote_only"]) == {"pass@2", "pass@1"}
+    assert scores["inference"]["rescore"] == 2 and set(scores["also"]["votes"]) == {"pass@2", "pass@1"}
     votes = json.loads((tmp_path / "ev" / "predictions.votes.json").read_text())
-    assert set(votes) == {t.id for t in tasks} and "the vote alone" in out
+    assert set(votes) == {t.id for t in tasks} and "votes pass@2" in out
     code, _, err = cli("eval", "--model", model, "--dataset", "arc1", "--out", tmp_path / "ev2", "--rescore", "65")
     assert code == 2 and "--rescore" in err and not (tmp_path / "ev2").exists()
+
+
+def test_the_views_curve_equals_separate_runs_with_fewer_views(world, tmp_path, monkeypatch) -> None:
+    """`--curve 1,2` answers from the first 1 and 2 views of a 4-view decoding: the same submissions as runs
+    with --views 1 and --views 2 (the views are a prefix of the same deterministic sequence), also after a
+    kill and a resume (the partial lines carry every answer set)."""
+    import sage_distill.evaluation.predict as pr
+
+    tasks, challenges, model = world
+    out = tmp_path / "c" / "p.json"
+    cfg = PredictConfig(views=4, curve=[2, 1], rescore=2, batch=1)
+    stats = predict_file(model, challenges, out, cfg)
+    assert stats["curve"] == [1, 2]
+    for n in (1, 2):
+        alone = tmp_path / f"v{n}" / "p.json"
+        predict_file(model, challenges, alone, PredictConfig(views=n))
+        assert json.loads(out.with_name(f"p.views{n}.json").read_text()) == json.loads(alone.read_text())
+    solve, calls = pr.solve_chunk, []
+
+    def killed_after_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return solve(*a, **k)
+
+    monkeypatch.setattr(pr, "solve_chunk", killed_after_two)
+    killed = tmp_path / "k" / "p.json"
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(model, challenges, killed, cfg)
+    monkeypatch.setattr(pr, "solve_chunk", solve)
+    predict_file(model, challenges, killed, cfg)
+    for name in ("p.json", "p.votes.json", "p.views1.json", "p.views2.json"):
+        assert json.loads(killed.with_name(name).read_text()) == json.loads(out.with_name(name).read_text()), name
+    with pytest.raises(ValueError, match="between 1 and --views - 1"):
+        PredictConfig(views=4, curve=[4])
 
 
 def _export(tasks, folder):

@@ -153,15 +153,22 @@ ADAPT_MODE_HELP = ("rows: adaptation trains only the new task rows | all: the ro
 RUNTIME_HELP = "torch | onnx (ONNX Runtime on the CPU; --model is then a folder from `sage-distill export`)"
 
 
-def _predict_config(views: int, adapt_minutes: float, minutes: float | None, device: str, batch: int, seed: int,
-                    runtime: str = "torch", rescore: int = 0, adapt_mode: str = "rows"):
+CURVE_HELP = ("Also answer from the first N views of the same decoding, for each N of a comma-separated list "
+              "(e.g. 8,32): the pass@2 vs views curve from one run")
+
+
+def _predict_config(curve: str = "", **options):
+    """PredictConfig from the options of predict / eval, its first complaint as one `error:` line."""
     from pydantic import ValidationError
 
     from .evaluation.predict import PredictConfig
 
     try:
-        return PredictConfig(views=views, adapt_minutes=adapt_minutes, minutes=minutes, device=device, batch=batch,
-                             seed=seed, runtime=runtime, rescore=rescore, adapt_mode=adapt_mode)
+        counts = [int(n) for n in curve.split(",") if n.strip()]
+    except ValueError:
+        raise SageError(f"give view counts separated by commas, e.g. 8,32 (got {curve!r})", file="--curve") from None
+    try:
+        return PredictConfig(curve=counts, **options)
     except ValidationError as e:
         first = e.errors()[0]
         raise SageError(f"{first['msg']} (got {first.get('input')})",
@@ -182,12 +189,14 @@ def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, 
             limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None,
             runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch",
             rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0,
+            curve: Annotated[str, Opt("--curve", help=CURVE_HELP)] = "",
             restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False) -> None:
     """Solve every task of a challenges file (no answers needed) into an ARC Prize submission; a rerun after a
     kill resumes (same settings only)."""
     from .evaluation.predict import predict_file, summary_line
 
-    cfg = _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore, adapt_mode)
+    cfg = _predict_config(curve, views=views, adapt_minutes=adapt_minutes, minutes=minutes, device=device,
+                          batch=batch, seed=seed, runtime=runtime, rescore=rescore, adapt_mode=adapt_mode)
     print(summary_line(out, predict_file(model, challenges, out, cfg, limit, restart)))
 
 
@@ -205,14 +214,15 @@ def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt
              limit: Annotated[int | None, Opt("--limit", min=1, help="Only the first N tasks.")] = None,
              runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch",
              rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0,
+             curve: Annotated[str, Opt("--curve", help=CURVE_HELP)] = "",
              restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False) -> None:
     """Export -> predict -> score (beside the baselines) -> renders, in one folder; a rerun after a kill resumes
     its predictions (same settings only)."""
     from .evaluation.model_eval import evaluate_model
 
-    evaluate_model(model, dataset, split, out,
-                   _predict_config(views, adapt_minutes, minutes, device, batch, seed, runtime, rescore, adapt_mode),
-                   limit, restart=restart)
+    cfg = _predict_config(curve, views=views, adapt_minutes=adapt_minutes, minutes=minutes, device=device,
+                          batch=batch, seed=seed, runtime=runtime, rescore=rescore, adapt_mode=adapt_mode)
+    evaluate_model(model, dataset, split, out, cfg, limit, restart=restart)
 
 
 @app.command("export")

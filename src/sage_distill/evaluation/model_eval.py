@@ -41,11 +41,14 @@ def evaluate_model(model_dir: str | Path, dataset: str, split: str, out_dir: str
     print(summary_line(out / "predictions.json", stats))
     report = evaluate_files(out / "predictions.json", solutions, challenges)
     report["inference"] = {**stats, "device_name": "cpu" if cfg.device == "cpu" else torch.cuda.get_device_name()}
-    if cfg.rescore:  # the same decodings ranked by the vote alone: what the re-scoring changed
-        votes = evaluate_files(out / "predictions.votes.json", solutions)
-        report["vote_only"] = {k: votes[k] for k in ("pass@2", "pass@1")}
-        print(f"re-scoring the top {cfg.rescore}: pass@2 {report['pass@2']:.2%} "
-              f"(the vote alone: {votes['pass@2']:.2%})")
+    if cfg.also():  # the same decodings ranked by the vote alone, or voted over their first N views
+        report["also"] = {}
+        for name in cfg.also():
+            r = evaluate_files(out / f"predictions.{name}.json", solutions)
+            report["also"][name] = {k: r[k] for k in ("pass@2", "pass@1")}
+        print("from the same decoding: " + ", ".join(f"{name} pass@2 {r['pass@2']:.2%}"
+                                                     for name, r in report["also"].items())
+              + f"; the submission ({cfg.views} views{', re-scored' if cfg.rescore else ''}) {report['pass@2']:.2%}")
     atomic_write_json(out / "scores.json", report, indent=1)
     _render_samples(report, challenges, solutions, out / "predictions.json", out / "renders", renders)
     _copy_curves(Path(curves_from or model_dir), out)

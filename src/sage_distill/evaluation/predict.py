@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from safetensors.torch import load_file
 from tqdm import tqdm
 
@@ -62,6 +62,21 @@ class PredictConfig(BaseModel):
     # of experts) before the top two are chosen; 0 keeps the vote. Costs one teacher-forced pass per
     # (candidate, view): cheap on a GPU, several seconds a task on a CPU.
     rescore: int = Field(0, ge=0, le=64)
+    # Also answer from the first N views of the same decoding, for each N here (by the vote): the pass@2 vs
+    # views curve from one run instead of one run per view count.
+    curve: list[int] = Field(default_factory=list, max_length=16)
+
+    @field_validator("curve")
+    @classmethod
+    def _curve_below_views(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        views = info.data.get("views", 0)
+        if any(not 1 <= n < views for n in v) or len(set(v)) != len(v):
+            raise ValueError(f"each view count must be distinct and between 1 and --views - 1 ({views - 1})")
+        return sorted(v)
+
+    def also(self) -> list[str]:
+        """The answer sets written beside the submission (`<out stem>.<name>.json`), from the same decoding."""
+        return (["votes"] if self.rescore else []) + [f"views{n}" for n in self.curve]
 
 
 def check_runtime(model_dir: str | Path, cfg: PredictConfig) -> None:
@@ -117,7 +132,8 @@ def resume_settings(model_dir: str | Path, cfg: PredictConfig, challenges: str |
     """The settings a partial answers file is bound to (without the challenges when they are not known yet)."""
     out = {"model_sha256": model_sha256(model_dir, cfg.runtime), "views": cfg.views, "seed": cfg.seed,
            "runtime": cfg.runtime, "device": cfg.device, "adapt_minutes": cfg.adapt_minutes,
-           "adapt_steps": cfg.adapt_steps, "adapt_mode": cfg.adapt_mode, "rescore": cfg.rescore}
+           "adapt_steps": cfg.adapt_steps, "adapt_mode": cfg.adapt_mode, "rescore": cfg.rescore,
+           "curve": cfg.curve}
     if challenges is not None:
         out["challenges_sha256"] = files_sha256([challenges])
     return out
@@ -182,22 +198,25 @@ def read_partial(path: Path, settings: dict, tests: dict[str, int]) -> dict[str,
                             where=f"line {n}") from None
         where = f"line {n}"
         names = ["task", "attempts", "views", "invalid", "seconds"]
-        names += ["vote_attempts"] if settings["rescore"] else []  # re-scored runs keep the vote's answers too
+        also = PredictConfig(views=settings["views"], rescore=settings["rescore"], curve=settings["curve"]).also()
+        names += ["also"] if also else []  # the other answer sets of the same decoding
         keys = set(names)
         if not isinstance(r, dict) or set(r) != keys:
             raise SageError(f"expected an object with {', '.join(names)}", file=path, where=where)
+        if also and (not isinstance(r["also"], dict) or sorted(r["also"]) != sorted(also)):
+            raise SageError(f"also must hold the answer sets {', '.join(also)}", file=path, where=where)
         tid = r["task"]
         if not isinstance(tid, str) or tid not in tests:
             raise SageError(f"task {str(tid)[:40]!r} is not in the challenges file", file=path, where=where)
         if tid in done:
             raise SageError(f"task {tid} is listed twice", file=path, where=where)
-        for key in sorted(keys & {"attempts", "vote_attempts"}):
+        answer_sets = {"": r["attempts"], **{f"also.{k}: ": v for k, v in r.get("also", {}).items()}}
+        for prefix, attempts in answer_sets.items():
             try:
-                parse_predictions({tid: r[key]})
+                parse_predictions({tid: attempts})
             except PredictionError as e:
-                prefix = "vote_attempts: " if key == "vote_attempts" else ""
                 raise SageError(prefix + e.one_line(), file=path, where=where) from None
-        if len(r["attempts"]) != tests[tid] or len(r.get("vote_attempts", r["attempts"])) != tests[tid]:
+        if any(len(a) != tests[tid] for a in answer_sets.values()):
             raise SageError(f"task {tid} has {tests[tid]} test inputs, the line {len(r['attempts'])} answers",
                             file=path, where=where)
         counts_ok = r["views"] == settings["views"] and _count(r["invalid"]) and r["invalid"] <= r["views"] * tests[tid]
@@ -301,26 +320,33 @@ def _chunks(tasks: list[Task], jobs_per_chunk: int, views: int) -> list[list[Tas
     return chunks
 
 
-def solve_chunk(model, tasks: list[Task], rows: dict[str, int], views: int, batch: int, rescore_count: int = 0
-                ) -> dict[str, list[Tally]]:
+def solve_chunk(model, tasks: list[Task], rows: dict[str, int], views: int, batch: int, rescore_count: int = 0,
+                curve: list[int] | tuple[int, ...] = ()) -> dict[str, list[Tally]]:
     """Decode every (task, test input, view) of the chunk, shortest prompts batched together; then, with
-    `rescore_count`, re-score the leading candidates under every view (`generate.rescore`)."""
-    jobs: list[tuple[str, int, Job]] = []
+    `rescore_count`, re-score the leading candidates under every view (`generate.rescore`). With `curve`,
+    each tally's `prefixes[n]` votes over the first n views only."""
+    jobs: list[tuple[str, int, int, Job]] = []  # task, test input, view index, job
     for t in tasks:
         fp = fingerprint(t)
         for i, grid in enumerate(t.test_inputs):
             palette = input_palette([p.input for p in t.train], t.test_inputs) if model.config.palette_views else None
-            jobs += [(t.id, i, Job(grid, aug, rows[fp])) for aug in view_augmentations(fp, views, palette)]
-    jobs.sort(key=lambda j: j[2].grid.size)
+            jobs += [(t.id, i, k, Job(grid, aug, rows[fp]))
+                     for k, aug in enumerate(view_augmentations(fp, views, palette))]
+    jobs.sort(key=lambda j: j[3].grid.size)
     tallies = {t.id: [Tally.empty() for _ in t.test_inputs] for t in tasks}
+    for ts in tallies.values():
+        for tl in ts:
+            tl.prefixes = {n: Tally.empty() for n in curve}
     inputs = {t.id: t.test_inputs for t in tasks}
     for s in range(0, len(jobs), batch):
         part = jobs[s:s + batch]
-        for (tid, i, _), cand in zip(part, generate(model, [j for _, _, j in part]), strict=True):
-            tallies[tid][i].add([cand], inputs[tid][i])
+        for (tid, i, k, _), cand in zip(part, generate(model, [j for *_, j in part]), strict=True):
+            tally = tallies[tid][i]
+            for t in [tally] + [p for n, p in tally.prefixes.items() if k < n]:
+                t.add([cand], inputs[tid][i])
     if rescore_count:
         views_of = {(tid, i): [] for tid, ts in tallies.items() for i in range(len(ts))}
-        for tid, i, j in jobs:
+        for tid, i, _, j in jobs:
             views_of[(tid, i)].append(j)
         keys = list(views_of)
         rescore(model, [tallies[tid][i] for tid, i in keys], [views_of[k] for k in keys], rescore_count,
@@ -369,15 +395,17 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
             if time.time() >= deadline:
                 break
             t0 = time.time()
-            tallies = solve_chunk(net, chunk, rows, cfg.views, batch, cfg.rescore)
+            tallies = solve_chunk(net, chunk, rows, cfg.views, batch, cfg.rescore, cfg.curve)
             seconds = (time.time() - t0) / len(chunk)
             for t in chunk:
                 ts = tallies[t.id]
                 row = {"task": t.id, "attempts": [tl.attempts(g) for tl, g in zip(ts, t.test_inputs, strict=True)],
                        "views": cfg.views, "invalid": sum(tl.invalid for tl in ts), "seconds": seconds}
-                if cfg.rescore:  # the vote's own answers too: the re-scoring's effect from one run
-                    row["vote_attempts"] = [tl.attempts(g, by_votes=True) for tl, g in zip(ts, t.test_inputs,
-                                                                                          strict=True)]
+                if cfg.also():  # the vote alone and the first-N-view answers, from the same decoding
+                    pairs = list(zip(ts, t.test_inputs, strict=True))
+                    row["also"] = {"votes": [tl.attempts(g, by_votes=True) for tl, g in pairs]} if cfg.rescore else {}
+                    row["also"].update({f"views{n}": [tl.prefixes[n].attempts(g) for tl, g in pairs]
+                                        for n in cfg.curve})
                 f.write(json.dumps(row) + "\n")
                 done[t.id] = row
             f.flush()
@@ -391,12 +419,12 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
             unfinished += 1
             submission[t.id] = [{"attempt_1": g.tolist(), "attempt_2": g.tolist()} for g in t.test_inputs]
     atomic_write_json(out, submission)
-    if cfg.rescore:
-        votes_only = {tid: done[tid].get("vote_attempts", sub) if tid in done else sub
-                      for tid, sub in submission.items()}
-        atomic_write_json(out.with_name(out.stem + ".votes.json"), votes_only)
+    for name in cfg.also():
+        answers = {tid: done[tid]["also"][name] if tid in done else sub for tid, sub in submission.items()}
+        atomic_write_json(out.with_name(f"{out.stem}.{name}.json"), answers)
     finished = [done[t.id] for t in tasks if t.id in done]
     stats = {"tasks": len(tasks), "unfinished": unfinished, "views": cfg.views, "rescore": cfg.rescore,
+             "curve": cfg.curve,
              "device": cfg.device,
              "runtime": cfg.runtime if cfg.runtime == "torch" else f"onnx-{model.precision}",
              "seconds": time.time() - start, **info,

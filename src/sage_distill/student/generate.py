@@ -240,6 +240,7 @@ class Tally:
     views: int = 0
     invalid: int = 0
     poe: dict = field(default_factory=dict)  # candidate -> log-likelihood summed over every view (rescore)
+    prefixes: dict = field(default_factory=dict)  # n -> the Tally of the first n views (predict's --curve)
 
     @staticmethod
     def empty() -> Tally:
