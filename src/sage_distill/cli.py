@@ -296,7 +296,7 @@ def trace_show(trace: Annotated[Path, typer.Argument(help="trace.jsonl written b
 
 ROBOT_RUNTIME_HELP = "torch | onnx (ONNX Runtime on the CPU; --policy is then a folder from `robot export`)"
 robot_app = typer.Typer(no_args_is_help=True, help="Robot control on Meta-World: expert data, the control student, "
-                                                   "closed-loop evaluation, LeRobot datasets.")
+                                                   "closed-loop evaluation, ONNX export, LeRobot datasets.")
 app.add_typer(robot_app, name="robot")
 
 
