@@ -307,10 +307,11 @@ def trace_show(trace: Annotated[Path, typer.Argument(help="trace.jsonl written b
     print(show_command(trace, out))
 
 
-# -------------------------------------------------------------- robot: collect / train / dagger / eval / convert / show
+# ---------------------------------------- robot: collect / train / dagger / eval / latency / export / convert / show
 
+ROBOT_RUNTIME_HELP = "torch | onnx (ONNX Runtime on the CPU; --policy is then a folder from `robot export`)"
 robot_app = typer.Typer(no_args_is_help=True, help="Robot control on Meta-World: expert data, the control student, "
-                                                   "closed-loop evaluation, LeRobot datasets.")
+                                                   "closed-loop evaluation, ONNX export, LeRobot datasets.")
 app.add_typer(robot_app, name="robot")
 
 
@@ -391,23 +392,42 @@ def robot_eval(policy: Annotated[Path, Opt("--policy", help="Policy folder from 
                restart: Annotated[bool, Opt("--restart", help="Start afresh: delete this command's own files in "
                                                               "--out (episodes.jsonl, summary, GIFs) first.")
                                   ] = False,
+               runtime: Annotated[str, Opt("--runtime", help=ROBOT_RUNTIME_HELP)] = "torch",
                ) -> None:
     """Closed-loop success rate per task on held-out seeds, headless; a rerun resumes (same settings only)."""
     from .robot.commands import eval_command
 
-    print(eval_command(policy, tasks, protocol, episodes, out, device, workers, flow_steps, videos, restart))
+    print(eval_command(policy, tasks, protocol, episodes, out, device, workers, flow_steps, videos, restart,
+                       runtime))
 
 
 @robot_app.command("latency")
 def robot_latency(policy: Annotated[Path, Opt("--policy", help="Policy folder from `robot train`.")],
                   device: Annotated[str, Opt("--device")] = "cpu",
                   task: Annotated[str, Opt("--task", help="Task whose first frame is the input.")] = "push-v3",
-                  steps: Annotated[str, Opt("--flow-steps", help="Comma-separated Euler step counts.")] = "1,2,4,8",
+                  steps: Annotated[str | None, Opt("--flow-steps", help="Comma-separated Euler step counts "
+                                                   "(default 1,2,4,8; onnx: the graph's)")] = None,
+                  runtime: Annotated[str, Opt("--runtime", help=ROBOT_RUNTIME_HELP)] = "torch",
                   ) -> None:
     """Milliseconds per action chunk at batch 1 (encode + K Euler steps), median of 30."""
     from .robot.commands import latency_command
 
-    print(latency_command(policy, device, task, steps))
+    print(latency_command(policy, device, task, steps, runtime))
+
+
+@robot_app.command("export")
+def robot_export(policy: Annotated[Path, Opt("--policy", help="Policy folder from `robot train`.")],
+                 out: Annotated[Path, Opt("--out", help="New (or empty) folder for policy.onnx and "
+                                                        "policy-onnx.json.")],
+                 precision: Annotated[str, Opt("--precision", help="fp32 | int8 (ONNX Runtime dynamic "
+                                                                   "quantisation)")] = "fp32",
+                 flow_steps: Annotated[int | None, Opt("--flow-steps", help="Euler steps unrolled in the graph "
+                                                                            "(default: the policy's).")] = None,
+                 ) -> None:
+    """The control policy as one ONNX graph per action chunk (observation + noise -> the chunk)."""
+    from .robot.commands import export_command
+
+    print(export_command(policy, out, precision, flow_steps))
 
 
 @robot_app.command("convert")

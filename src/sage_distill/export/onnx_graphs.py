@@ -19,7 +19,6 @@ concatenates past and new keys instead of writing a preallocated cache.
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..student.modeling_sage import SageModel, apply_rope
+from ..utils import onnx_export as ox
 
 INPUTS = ["input_ids", "position_ids", "task_ids", "view_ids", "role_ids", "attention_mask"]
 
@@ -138,34 +138,6 @@ def export_graph(model: SageModel, path, with_past: bool, opset: int) -> None:
                           do_constant_folding=True)
 
 
-PRECISIONS = ("fp32", "int8")
-OPSET = 17
-
-
-def _graph_spec(file: str, session_inputs, session_outputs) -> dict:
-    def describe(values):
-        return [{"name": v.name, "type": v.type, "shape": [d if isinstance(d, int) else str(d) for d in v.shape]}
-                for v in values]
-
-    return {"file": file, "inputs": describe(session_inputs), "outputs": describe(session_outputs)}
-
-
-def check_export_args(model_dir: str | Path, out: str | Path, precision: str) -> Path:
-    """Everything `export` can refuse, refused before anything is written."""
-    from ..errors import ConfigError, check_output_dir
-
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unsupported precision {precision!r}; use one of {', '.join(PRECISIONS)}",
-                          file="--precision")
-    out = check_output_dir(out)
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"{out} exists and is not empty; give a new or empty folder", file="--out")
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise ConfigError(f"{model_dir}: not a folder", file="--model")
-    return out
-
-
 def source_digest(model_dir: str | Path) -> str:
     """sha256 over a model folder's config, index, task table and weight shards: an export made from
     other weights is stale."""
@@ -209,50 +181,29 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
     """Write `out/` with prefill.onnx, decode_step.onnx and sage-onnx.json, atomically: the graphs
     are built in a temporary folder beside `out`, checked by loading them in ONNX Runtime, then the
     folder is renamed into place. int8: ONNX Runtime's dynamic quantisation of the MatMul weights."""
-    import shutil
-    import tempfile
     import time
 
-    from ..errors import SageError
     from ..student.checkpoint import load_model
-    from ..student.onnx_runtime import FORMAT, MANIFEST, import_onnxruntime
+    from ..student.onnx_runtime import FORMAT, MANIFEST
     from ..utils.io import atomic_write_json
 
-    out = check_export_args(model_dir, out, precision)
-    ort = import_onnxruntime()
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
-    except ImportError:
-        raise SageError("onnx is not installed: pip install -e '.[onnx]' (make demo / make test do)") from None
+    out = ox.check_export_args(model_dir, out, precision)
+    ox.import_onnxruntime()
+    ox.check_exporter()
     model, fingerprints = load_model(model_dir)  # a SageError when it is not a model folder
     start = time.perf_counter()
     graph_model = with_unknown_row(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the export is a folder like any other
-    try:
+    with ox.staged_folder(out) as tmp:
+        graphs = {}
         for name, with_past in (("prefill", False), ("decode_step", True)):
             path = tmp / f"{name}.onnx"
-            export_graph(graph_model, path, with_past, OPSET)
+            export_graph(graph_model, path, with_past, ox.OPSET)
             if precision == "int8":
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                fp32 = tmp / f"{name}.fp32.onnx"
-                path.rename(fp32)
-                root = logging.getLogger()
-                level, root.level = root.level, logging.ERROR  # its advice to pre-process is for CNNs
-                try:
-                    quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
-                finally:
-                    root.setLevel(level)
-                fp32.unlink()
-        graphs = {}
-        for name in ("prefill", "decode_step"):
-            sess = ort.InferenceSession(str(tmp / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-            graphs[name] = _graph_spec(f"{name}.onnx", sess.get_inputs(), sess.get_outputs())
+                ox.quantize_int8(path)
+            graphs[name] = ox.graph_spec(path.name, ox.cpu_session(path, 1))  # loads: a graph ONNX Runtime reads
         cfg = model.config
         manifest = {
-            "format": FORMAT, "precision": precision, "opset": OPSET, "source": str(model_dir),
+            "format": FORMAT, "precision": precision, "opset": ox.OPSET, "source": str(model_dir),
             "source_digest": source_digest(model_dir),
             "config": cfg.model_dump(), "slots": slots(model), "heads": cfg.heads, "head_dim": cfg.head_dim,
             "vocab": {"colours": "0-9", "newline": 10, "start": 11, "io_sep": 12, "end": 13},
@@ -270,12 +221,6 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
                       "unknown_row_is": "the mean of the trained rows, as a new task starts"},
         }
         atomic_write_json(tmp / MANIFEST, manifest, indent=1)
-        if out.is_dir():
-            out.rmdir()  # checked empty above
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size = sum(f.stat().st_size for f in out.iterdir())
     return {"out": str(out), "precision": precision, "seconds": round(time.perf_counter() - start, 1),
             "megabytes": round(size / 2**20, 1)}

@@ -84,7 +84,7 @@ def dagger_command(data: Path, out: Path, config: Path | None, overrides: dict) 
 
 
 def eval_command(policy: Path, tasks: str, protocol: str, episodes: int, out: Path, device: str, workers: int,
-                 flow_steps: int | None, videos: int, restart: bool = False) -> str:
+                 flow_steps: int | None, videos: int, restart: bool = False, runtime: str = "torch") -> str:
     from ..errors import check_output_dir
     from ..utils.device import check_device
     from .envs import task_set
@@ -101,8 +101,9 @@ def eval_command(policy: Path, tasks: str, protocol: str, episodes: int, out: Pa
     names = task_set(tasks)
     check_device(device)
     check_output_dir(out)
-    s = evaluate(policy, names, protocol, episodes, out, device, workers, flow_steps, videos, restart=restart)
-    return (f"{protocol} variants, {episodes} episodes/task, K={s['flow_steps']}: mean success "
+    s = evaluate(policy, names, protocol, episodes, out, device, workers, flow_steps, videos, restart=restart,
+                 runtime=runtime)
+    return (f"{protocol} variants, {episodes} episodes/task, K={s['flow_steps']}, {s['runtime']}: mean success "
             f"{s['mean_success']:.1%} over {len(s['per_task'])} tasks; {out / 'summary.json'}")
 
 
@@ -148,28 +149,44 @@ def parse_flow_steps(text: str) -> list[int]:
     return steps
 
 
-def latency_command(policy: Path, device: str, task: str, steps: str | list[int]) -> str:
-    """Batch-1 milliseconds per action chunk for each number of Euler steps (`--flow-steps 1,2,4,8`), on a real
-    first frame of one task."""
+def latency_command(policy: Path, device: str, task: str, steps: str | list[int] | None = None,
+                    runtime: str = "torch") -> str:
+    """Batch-1 milliseconds per action chunk for each number of Euler steps (`--flow-steps 1,2,4,8`; onnx: the
+    graph's one number, the default there), on a real first frame of one task."""
     from ..utils.device import check_device
     from .envs import MetaWorldEnv, Variant, task_set
-    from .evaluate import chunk_latency
-    from .train import load_policy
+    from .evaluate import chunk_latency, open_policy
+    from .onnx_policy import OnnxPolicy
 
     names = task_set(task, "--task")
     if len(names) != 1:
         raise ConfigError(f"give one task, got {len(names)}", where="--task")
     task = names[0]
-    steps = parse_flow_steps(steps) if isinstance(steps, str) else [_bounded(k, 1, MAX_FLOW_STEPS, "--flow-steps")
-                                                                    for k in steps]
+    if isinstance(steps, str):
+        steps = parse_flow_steps(steps)
+    elif steps is not None:
+        steps = [_bounded(k, 1, MAX_FLOW_STEPS, "--flow-steps") for k in steps]
     check_device(device)
-    model, trained = load_policy(policy, device)
+    model, trained, _, label = open_policy(policy, runtime, device)
+    if isinstance(model, OnnxPolicy):
+        steps = [model.check_steps(k) for k in steps or [None]]
     if trained and task not in trained:
         raise ConfigError(f"the policy was not trained on {task}", where="--task")
     size = model.cfg.image_size if model.cfg.obs == "pixels" else None
     env = MetaWorldEnv(task, size)
     obs = env.reset(Variant(task, "heldout", 0))
     env.close()
-    rows = {k: chunk_latency(model, obs, device, k) for k in steps}
-    return json.dumps({"policy": str(policy), "device": device, "batch": 1,
+    rows = {k: chunk_latency(model, obs, device, k) for k in steps or [1, 2, 4, 8]}
+    return json.dumps({"policy": str(policy), "device": device, "runtime": label, "batch": 1,
                        "ms_per_chunk": {str(k): round(v, 3) for k, v in rows.items()}})
+
+
+def export_command(policy: Path, out: Path, precision: str, flow_steps: int | None) -> str:
+    """`robot export`: the policy as one ONNX graph per action chunk (robot/onnx_policy.py)."""
+    from .onnx_policy import GRAPH, MANIFEST, export_policy
+
+    if flow_steps is not None:
+        _bounded(flow_steps, 1, MAX_FLOW_STEPS, "--flow-steps")
+    r = export_policy(policy, out, precision, flow_steps)
+    return (f"wrote {r['out']}: {GRAPH}, {MANIFEST} ({r['precision']}, K={r['flow_steps']} Euler steps per chunk, "
+            f"{r['megabytes']} MB, {r['seconds']} s)")

@@ -22,15 +22,35 @@ import torch
 from tqdm import tqdm
 
 from ..errors import SageError
-from ..utils.io import atomic_write_json, files_sha256
+from ..utils.io import atomic_write_json
 from .envs import EnvPool, Variant
+from .onnx_policy import OnnxPolicy
 from .policies.sage_control import ControlPolicy
-from .train import load_policy
+from .train import load_policy, policy_hash
 
 log = logging.getLogger(__name__)
 
 
-def policy_batch(policy: ControlPolicy, obs: list[dict[str, np.ndarray]], prev: list[np.ndarray],
+RUNTIMES = ("torch", "onnx")
+
+
+def open_policy(folder: str | Path, runtime: str = "torch", device: str = "cpu"
+                ) -> tuple[ControlPolicy | OnnxPolicy, list[str], str, str]:
+    """(policy, trained tasks, sha256 of the torch policy, runtime label) of a policy folder (torch) or of a
+    folder `robot export` wrote (onnx: ONNX Runtime's CPU provider; the sha256 is the exported policy's)."""
+    if runtime not in RUNTIMES:
+        raise SageError(f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}", where="--runtime")
+    if runtime == "torch":
+        policy, tasks = load_policy(folder, device)
+        return policy, tasks, policy_hash(folder), "torch"
+    if torch.device(device).type != "cpu":
+        raise SageError(f"--runtime onnx runs on the CPU (ONNX Runtime's CPU provider), not {device}",
+                        where="--device")
+    policy = OnnxPolicy(folder)
+    return policy, policy.tasks, policy.policy_sha256, f"onnx-{policy.precision}"
+
+
+def policy_batch(policy: ControlPolicy | OnnxPolicy, obs: list[dict[str, np.ndarray]], prev: list[np.ndarray],
                  device: torch.device) -> dict[str, torch.Tensor]:
     pos = np.stack([o["agent_pos"] for o in obs])
     batch = {"proprio": torch.from_numpy(np.concatenate([pos, pos - np.stack(prev)], 1)).float(),
@@ -42,7 +62,7 @@ def policy_batch(policy: ControlPolicy, obs: list[dict[str, np.ndarray]], prev: 
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def episode_noise(policy: ControlPolicy, variant: Variant, query: int) -> torch.Tensor:
+def episode_noise(policy: ControlPolicy | OnnxPolicy, variant: Variant, query: int) -> torch.Tensor:
     """The initial noise of one chunk, a pure function of the episode and the query number."""
     key = zlib.crc32(f"{variant.task}/{variant.protocol}/{variant.seed}/{query}".encode())
     g = torch.Generator().manual_seed(key)
@@ -57,7 +77,7 @@ def _save_gif(path: Path, frames: list[np.ndarray]) -> None:
     tmp.replace(path)
 
 
-def run_episodes(policy: ControlPolicy, variants: list[Variant], pool: EnvPool, device: torch.device,
+def run_episodes(policy: ControlPolicy | OnnxPolicy, variants: list[Variant], pool: EnvPool, device: torch.device,
                  flow_steps: int | None = None, record: set[int] | None = None, on_done=None,
                  on_step=None) -> dict:
     """Roll out every variant to success or the step limit. Returns timing; calls on_done(i, success,
@@ -110,11 +130,6 @@ SETTINGS_FILE = "eval_settings.json"  # what episodes.jsonl was run with; a resu
 _GIF_RE = re.compile(r"[A-Za-z0-9_-]+_(heldout|fixed)\d+_(ok|fail)(\.tmp)?\.gif")
 
 
-def policy_hash(policy_dir: Path) -> str:
-    """sha256 of the policy's config.json and weights: an evaluation resumes only with the same policy."""
-    return files_sha256(policy_dir / name for name in ("config.json", "model.safetensors"))
-
-
 def read_episodes(path: Path, settings: dict) -> dict[tuple, dict]:
     """The finished episodes of a partial evaluation, each checked against its settings. A last line cut short
     by a kill (no newline, not JSON) is dropped: that episode runs again. Anything else malformed is one
@@ -165,8 +180,9 @@ def _own_files(out: Path) -> list[Path]:
 
 def evaluate(policy_dir: str | Path, tasks: list[str], protocol: str, episodes: int, out: str | Path,
              device: str = "cpu", workers: int = 0, flow_steps: int | None = None, videos: int = 2,
-             parallel: int = 500, restart: bool = False) -> dict:
-    """Every check first (options, the policy, a partial run's settings and rows); only then is --out made."""
+             parallel: int = 500, restart: bool = False, runtime: str = "torch") -> dict:
+    """Every check first (options, the policy, a partial run's settings and rows); only then is --out made.
+    runtime "onnx": `policy_dir` is a folder from `robot export`, run by ONNX Runtime on the CPU."""
     if protocol not in ("heldout", "fixed"):
         raise SageError("must be heldout or fixed (train variants are what the policy was trained on)",
                         where="--protocol")
@@ -178,14 +194,18 @@ def evaluate(policy_dir: str | Path, tasks: list[str], protocol: str, episodes: 
     if out.exists() and not out.is_dir():
         raise SageError(f"{out} is an existing file; give a directory", where="--out")
     dev = torch.device(device)
-    policy, trained = load_policy(policy_dir, device)
+    policy, trained, sha256, label = open_policy(policy_dir, runtime, device)
+    if isinstance(policy, OnnxPolicy):
+        policy.check_steps(flow_steps)
     unknown = [t for t in tasks if trained and t not in trained]
     if unknown:
         raise SageError(f"the policy was not trained on {', '.join(unknown)}", where="--tasks")
     log_path, settings_path = out / "episodes.jsonl", out / SETTINGS_FILE
     steps_k = flow_steps or policy.cfg.flow_steps
-    settings = {"policy_sha256": policy_hash(policy_dir), "tasks": list(tasks), "protocol": protocol,
-                "episodes": episodes, "flow_steps": steps_k}
+    settings = {"policy_sha256": sha256, "tasks": list(tasks), "protocol": protocol, "episodes": episodes,
+                "flow_steps": steps_k}
+    if label != "torch":  # absent for torch, so that evaluations from before the ONNX runtime still resume
+        settings["runtime"] = label
     done = {}
     if not restart and log_path.exists():
         if not settings_path.is_file():
@@ -197,7 +217,8 @@ def evaluate(policy_dir: str | Path, tasks: list[str], protocol: str, episodes: 
             raise SageError("unreadable or truncated; rerun with --restart", file=settings_path) from None
         if not isinstance(saved, dict):
             raise SageError("expected a JSON object; rerun with --restart", file=settings_path)
-        differ = [k for k in settings if saved.get(k) != settings[k]]
+        keys = [*settings, *(k for k in saved if k not in settings)]  # a runtime on one side only differs too
+        differ = [k for k in keys if saved.get(k) != settings.get(k)]
         if differ:
             raise SageError(f"the partial evaluation in {out} was run with other settings ({', '.join(differ)}); "
                             "give the same ones, another --out, or --restart", where="--out")
@@ -250,7 +271,8 @@ def evaluate(policy_dir: str | Path, tasks: list[str], protocol: str, episodes: 
     rows = [r for (t, p, s, k), r in done.items() if t in tasks and p == protocol and s < episodes and k == steps_k]
     per_task = {t: float(np.mean([r["success"] for r in rows if r["task"] == t])) for t in tasks}
     summary = {"policy": str(policy_dir), "protocol": protocol, "episodes_per_task": episodes,
-               "flow_steps": steps_k, "device": device, "mean_success": float(np.mean(list(per_task.values()))),
+               "flow_steps": steps_k, "device": device, "runtime": label,
+               "mean_success": float(np.mean(list(per_task.values()))),
                "per_task": per_task, "mean_steps": float(np.mean([r["steps"] for r in rows])),
                "policy_ms_per_call": 1000 * timing["policy_seconds"] / max(1, timing["calls"]),
                "policy_ms_per_chunk": 1000 * timing["policy_seconds"] / max(1, timing["chunks"])}
@@ -281,7 +303,7 @@ def plot_success(per_task: dict[str, float], path: Path, title: str) -> None:
     tmp.replace(path)
 
 
-def chunk_latency(policy: ControlPolicy, obs: dict[str, np.ndarray], device: str, flow_steps: int,
+def chunk_latency(policy: ControlPolicy | OnnxPolicy, obs: dict[str, np.ndarray], device: str, flow_steps: int,
                   repeats: int = 30) -> float:
     """Median milliseconds to produce one action chunk for one observation (batch 1), encode included."""
     dev = torch.device(device)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..errors import SageError
 from ..training.loop import Loop, LoopSettings
-from ..utils.io import atomic_save_safetensors, atomic_write_json, read_safetensors_header
+from ..utils.io import atomic_save_safetensors, atomic_write_json, files_sha256, read_safetensors_header
 from .collect import IMAGE_KEY
 from .datasets import open_dataset
 from .envs import all_tasks
@@ -251,6 +251,12 @@ def save_policy(folder: Path, weights: dict[str, torch.Tensor], cfg: ControlConf
     atomic_save_safetensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in weights.items()})
     atomic_write_json(folder / "config.json", {"policy": "sage_control", "config": cfg.model_dump(mode="json"),
                                                "tasks": tasks}, indent=1)
+
+
+def policy_hash(policy_dir: str | Path) -> str:
+    """sha256 of the policy's config.json and weights: an evaluation resumes only with the same policy, and an
+    ONNX export names the policy it was made from."""
+    return files_sha256(Path(policy_dir) / name for name in ("config.json", "model.safetensors"))
 
 
 def load_policy(folder: str | Path, device: str = "cpu") -> tuple[ControlPolicy, list[str]]:

@@ -5,46 +5,29 @@ the keys written so far, not over a preallocated maximum length."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import SageError
+from ..utils import onnx_export
 from .configuration_sage import SageConfig
 
 MANIFEST = "sage-onnx.json"
 FORMAT = "sage-onnx/1"
 
 
-def import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise SageError("onnxruntime is not installed: pip install -e '.[onnx]' (make demo / make test do)",
-                        file="--runtime") from None
-    return onnxruntime
-
-
 def read_manifest(folder: str | Path) -> dict:
     """The export's manifest, or a SageError when `folder` holds no exported graphs."""
     folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        hint = " (a torch model folder: export it first with `sage-distill export`)" if (
-            folder / "config.json").is_file() else ""
-        raise SageError(f"{folder}: no exported ONNX graphs here (missing {MANIFEST}){hint}", file="--model")
+    hint = " (a torch model folder: export it first with `sage-distill export`)" if (
+        folder / "config.json").is_file() else ""
+    meta = onnx_export.read_manifest(folder, MANIFEST, FORMAT, "--model", hint)
     try:
-        meta = json.loads(path.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
-        for graph in meta["graphs"].values():
-            if not (folder / graph["file"]).is_file():
-                raise ValueError(f"missing graph file {graph['file']}")
         meta["tasks"]["fingerprints"], meta["tasks"]["unknown_row"]  # noqa: B018
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise SageError(f"{path}: invalid ONNX export manifest: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise SageError(f"{folder / MANIFEST}: invalid ONNX export manifest: {e}") from None
     return meta
 
 
@@ -52,25 +35,15 @@ class OnnxSage:
     """Both graphs of an export, loaded into ONNX Runtime sessions on the CPU."""
 
     def __init__(self, folder: str | Path, threads: int = 0) -> None:
-        ort = import_onnxruntime()
-
         folder = Path(folder)
         self.meta = read_manifest(folder)
         self.config = SageConfig.model_validate(self.meta["config"])
         self.fingerprints: list[str] = self.meta["tasks"]["fingerprints"]
         self.unknown_row: int = self.meta["tasks"]["unknown_row"]
         self.precision: str = self.meta["precision"]
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        try:
-            self.prefill = ort.InferenceSession(str(folder / self.meta["graphs"]["prefill"]["file"]), opts,
-                                                providers=["CPUExecutionProvider"])
-            self.step = ort.InferenceSession(str(folder / self.meta["graphs"]["decode_step"]["file"]), opts,
-                                             providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
-            raise SageError(f"{folder}: cannot load the ONNX graphs: {' '.join(str(e).split())[:200]}") from None
+        graphs = self.meta["graphs"]
+        self.prefill = onnx_export.cpu_session(folder / graphs["prefill"]["file"], threads)
+        self.step = onnx_export.cpu_session(folder / graphs["decode_step"]["file"], threads)
         self.past_names = [i.name for i in self.step.get_inputs() if i.name.startswith("past_key_values.")]
 
     def steps(self) -> OnnxSteps:
