@@ -47,9 +47,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 @dataclass
 class KVCache:
-    """Keys and values of every (loop, layer) for a batch of sequences decoded in lockstep. Each
-    step attends over the whole preallocated length with `key_valid` as the mask: static shapes,
-    no copies of the cache."""
+    """Keys and values of every (loop, layer) for a batch of sequences decoded in lockstep, preallocated
+    for the longest answer. Each step attends over the positions written so far (`key_valid` masks left
+    padding): no copies of the cache, and no attention over the unwritten tail."""
 
     k: torch.Tensor  # [loops * layers, B, H, Lmax, Dh]
     v: torch.Tensor
@@ -81,12 +81,13 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
-        if cache is not None:  # store this chunk; a one-token step attends to the whole cache
+        if cache is not None:  # store this chunk; a step attends to the keys written so far (a view, no copy)
             start = cache.length
             cache.k[slot, :, :, start:start + n] = k
             cache.v[slot, :, :, start:start + n] = v
             if start > 0:
-                k, v = cache.k[slot], cache.v[slot]
+                k, v = cache.k[slot, :, :, :start + n], cache.v[slot, :, :, :start + n]
+                mask = mask[..., :start + n]
         if mask is None:  # plain causal (right-padded sequences: padding comes after what is read)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif isinstance(mask, torch.Tensor):
