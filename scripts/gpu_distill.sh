@@ -2,8 +2,8 @@
 # The distillation experiment on one GPU lease (issue 15). First call:
 #   bash scripts/gpu_distill.sh start ARM [ARM ...]   (ARM = a config name under configs/distill/, or "teacher")
 # copies the tree to /root/work/code (a later call replaces the carried tree), installs the carried wheels and
-# starts every arm at once under setsid: each trains for its config's optim.minutes on the shared GPU, then
-# evaluates itself on ARC-AGI-1 evaluation at 8 views. "teacher" evaluates models/sage-arc the same way.
+# starts every arm at once under setsid (NAME-sK: that arm with seed K): each trains for its config's
+# optim.minutes on the shared GPU, then evaluates itself on ARC-AGI-1 evaluation at 8 views. "teacher" evaluates models/sage-arc the same way.
 # Later calls: bash scripts/gpu_distill.sh wait SECONDS  (progress, and results into $OUT when all are done);
 #   bash scripts/gpu_distill.sh fetch ARM  (that arm's int4 model folder into $OUT, for a release).
 set -uo pipefail
