@@ -7,9 +7,11 @@
 #                (CURVE: view counts answered from the same decoding, e.g. 8,32,80; PROFILE=1 first runs
 #                scripts/profile_train.py on the config, ~2 minutes)
 #   later calls: bash scripts/gpu_arc.sh wait SECONDS      (progress; the results into $OUT)
-# Everything lives under /root/work, outside the carried tree (a later call replaces the tree).
+# Everything lives under /root/work, outside the carried tree (a later call replaces the tree). A dry run
+# on a CPU: GPU_WORK=/tmp/w DEVICE=cpu bash scripts/gpu_arc.sh pipeline TINY.yaml 0.2 2 1 1
 set -uo pipefail
-W=/root/work
+W=${GPU_WORK:-/root/work}
+DEVICE=${DEVICE:-cuda}
 export PYTHONPATH=$W/code/src:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 case "$1" in
 start)
@@ -23,7 +25,7 @@ pipeline)  # CONFIG MINUTES VIEWS RESCORE CURVE, run from $W/code under setsid
   ev() {  # name model views rescore [curve]
     local t=$(date +%s)
     python3 -m sage_distill eval --model $2 --dataset arc1 --out $W/res/$1 --views $3 --rescore $4 --curve "${5:-}" \
-      --device cuda --batch 512 > $W/res/$1.log 2>&1
+      --device $DEVICE --batch 512 --limit ${EVAL_LIMIT:-400} > $W/res/$1.log 2>&1
     echo "eval $1 ($3 views, rescore $4): $(( $(date +%s) - t )) s $(grep -i 'pass@2' $W/res/$1.log | head -2 | tr -s ' ')"
   }
   echo "start $(date -u +%FT%TZ) config=$2 minutes=$3 commit=$(cat .commit 2>/dev/null)"
