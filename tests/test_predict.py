@@ -15,6 +15,23 @@ from sage_distill.evaluation.predict import PredictConfig, predict_file
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def kill_after_chunks(monkeypatch, n: int) -> list[str]:
+    """predict's chunks run normally n times, then the process is "killed" (KeyboardInterrupt). Returns the
+    first task id of every chunk started."""
+    import sage_distill.evaluation.predict as pr
+
+    solve, calls = pr.solve_chunk, []
+
+    def killed(*a, **k):
+        calls.append(a[1][0].id)
+        if len(calls) == n + 1:
+            raise KeyboardInterrupt
+        return solve(*a, **k)
+
+    monkeypatch.setattr(pr, "solve_chunk", killed)
+    return calls
+
+
 @pytest.fixture
 def world(tmp_path):
     return tiny_model_world(tmp_path, 5)
@@ -34,15 +51,8 @@ def test_predict_writes_every_task_and_resumes_after_a_kill(world, tmp_path, mon
     assert stats["unknown_tasks"] == 2 and stats["adapted"] == 0 and stats["unfinished"] == 0
     assert not out.with_name("p.json.partial.jsonl").exists()
 
-    solve, calls = pr.solve_chunk, []
-
-    def killed_after_two(*a, **k):
-        calls.append(a[1][0].id)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return solve(*a, **k)
-
-    monkeypatch.setattr(pr, "solve_chunk", killed_after_two)
+    solve = pr.solve_chunk
+    calls = kill_after_chunks(monkeypatch, 2)
     out2 = tmp_path / "killed" / "p.json"
     with pytest.raises(KeyboardInterrupt):
         predict_file(model, challenges, out2, cfg)
@@ -288,15 +298,8 @@ def test_the_views_curve_equals_separate_runs_with_fewer_views(world, tmp_path, 
         alone = tmp_path / f"v{n}" / "p.json"
         predict_file(model, challenges, alone, PredictConfig(views=n))
         assert json.loads(out.with_name(f"p.views{n}.json").read_text()) == json.loads(alone.read_text())
-    solve, calls = pr.solve_chunk, []
-
-    def killed_after_two(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return solve(*a, **k)
-
-    monkeypatch.setattr(pr, "solve_chunk", killed_after_two)
+    solve = pr.solve_chunk
+    kill_after_chunks(monkeypatch, 2)
     killed = tmp_path / "k" / "p.json"
     with pytest.raises(KeyboardInterrupt):
         predict_file(model, challenges, killed, cfg)
