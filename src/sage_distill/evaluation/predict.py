@@ -263,8 +263,8 @@ def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg:
     if kept is not None:
         state, report = kept
         with torch.no_grad():
-            net.tasks.task.weight[first:] = state["task"]
-            net.tasks.colour.weight[first * 10:] = state["colour"]
+            for name, rows_view in net.tasks.rows_from(first).items():
+                rows_view.copy_(state[name])
             for name, p in shared.items():
                 p.copy_(state[f"shared.{name}"])
         info["adapted"], info["adaptation"] = len(unknown), report
@@ -272,8 +272,7 @@ def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg:
         minutes = min(cfg.adapt_minutes, max(0.0, (deadline - time.time()) / 60))
         report = adapt_tasks(net, list(unknown.values()), first, minutes, cfg.adapt_steps, seed=cfg.seed,
                              mode=cfg.adapt_mode)
-        state = {"task": net.tasks.task.weight[first:], "colour": net.tasks.colour.weight[first * 10:],
-                 **{f"shared.{name}": p for name, p in shared.items()}}
+        state = {**net.tasks.rows_from(first), **{f"shared.{name}": p for name, p in shared.items()}}
         atomic_save_safetensors(saved, {k: v.detach().cpu() for k, v in state.items()})
         atomic_write_json(meta, {"fingerprints": list(unknown), "settings": bound, "report": report})
         info["adapted"], info["adaptation"] = len(unknown), report
@@ -284,8 +283,7 @@ def _rows_for(model: SageModel, fingerprints: list[str], tasks: list[Task], cfg:
 
 def _adapted_shapes(model: SageModel, first: int, shared: dict[str, torch.nn.Parameter]) -> dict[str, tuple]:
     """What an adaptation of rows first.. (and of the `shared` weights) holds: its tensors' names and shapes."""
-    task, colour = model.tasks.task.weight[first:], model.tasks.colour.weight[first * 10:]
-    return {"task": tuple(task.shape), "colour": tuple(colour.shape),
+    return {**{name: tuple(v.shape) for name, v in model.tasks.rows_from(first).items()},
             **{f"shared.{name}": tuple(p.shape) for name, p in shared.items()}}
 
 

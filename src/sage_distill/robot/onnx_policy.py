@@ -18,10 +18,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
-from ..errors import ConfigError, SageError
+from ..errors import ConfigError
 from ..utils import onnx_export as ox
 from ..utils.io import atomic_write_json
 from .policies.sage_control import ControlConfig, ControlPolicy
@@ -131,18 +130,12 @@ def export_policy(policy_dir: str | Path, out: str | Path, precision: str = "fp3
 
 def read_manifest(folder: str | Path) -> dict:
     """The export's manifest, its config checked; a SageError when `folder` holds no exported policy."""
-    folder = Path(folder)
-    hint = " (a torch policy folder: export it first with `sage-distill robot export`)" if (
-        folder / "config.json").is_file() else ""
-    meta = ox.read_manifest(folder, MANIFEST, FORMAT, "--policy", hint)
-    try:
-        meta["config"] = ControlConfig(**meta["config"])
+    def check(meta: dict) -> None:
+        meta["config"] = ControlConfig(**meta["config"])  # pydantic's ValidationError is a ValueError
         if not isinstance(meta["tasks"], list) or not isinstance(meta["policy_sha256"], str):
             raise ValueError("tasks must be a list and policy_sha256 a string")
-    except (ValidationError, ValueError, KeyError, TypeError) as e:
-        problem = " ".join(str(e).split())[:200]
-        raise SageError(f"{folder / MANIFEST}: invalid ONNX export manifest: {problem}") from None
-    return meta
+
+    return ox.read_manifest(folder, MANIFEST, FORMAT, "--policy", "sage-distill robot export", check)
 
 
 class OnnxPolicy:

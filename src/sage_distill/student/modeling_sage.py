@@ -130,6 +130,10 @@ class TaskEmbeddings(nn.Module):
     def num_tasks(self) -> int:
         return self.task.num_embeddings
 
+    def rows_from(self, first: int) -> dict[str, torch.Tensor]:
+        """Views of the rows of tasks first.. (their task vectors and colour roles), e.g. an adaptation's."""
+        return {"task": self.task.weight[first:], "colour": self.colour.weight[first * NUM_COLORS:]}
+
     def forward(self, task: torch.Tensor, role: torch.Tensor) -> torch.Tensor:
         coloured = role >= 0
         colour = self.colour(task * NUM_COLORS + role.clamp(min=0)) * coloured.unsqueeze(-1)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import SageError
 from ..utils import onnx_export
 from .configuration_sage import SageConfig
 
@@ -20,15 +19,10 @@ FORMAT = "sage-onnx/1"
 
 def read_manifest(folder: str | Path) -> dict:
     """The export's manifest, or a SageError when `folder` holds no exported graphs."""
-    folder = Path(folder)
-    hint = " (a torch model folder: export it first with `sage-distill export`)" if (
-        folder / "config.json").is_file() else ""
-    meta = onnx_export.read_manifest(folder, MANIFEST, FORMAT, "--model", hint)
-    try:
+    def check(meta: dict) -> None:
         meta["tasks"]["fingerprints"], meta["tasks"]["unknown_row"]  # noqa: B018
-    except (KeyError, TypeError) as e:
-        raise SageError(f"{folder / MANIFEST}: invalid ONNX export manifest: {e}") from None
-    return meta
+
+    return onnx_export.read_manifest(folder, MANIFEST, FORMAT, "--model", "sage-distill export", check)
 
 
 class OnnxSage:

@@ -8,7 +8,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -109,12 +109,15 @@ def cpu_session(path: Path, threads: int = 0) -> Any:
         raise SageError(f"{path.parent}: cannot load the ONNX graphs: {' '.join(str(e).split())[:200]}") from None
 
 
-def read_manifest(folder: str | Path, name: str, fmt: str, option: str, hint: str = "") -> dict:
-    """An export's manifest `folder/name`, checked to be of format `fmt` with every graph file present; a
-    SageError naming `option` when the folder holds no export (`hint`: what to do then)."""
+def read_manifest(folder: str | Path, name: str, fmt: str, option: str, exporter: str,
+                  check: Callable[[dict], None] | None = None) -> dict:
+    """An export's manifest `folder/name`, checked to be of format `fmt` with every graph file present and
+    by `check` (which raises ValueError, KeyError or TypeError on what it refuses); a SageError naming
+    `option` when the folder holds no export (a torch folder is told to run `exporter` first)."""
     folder = Path(folder)
     path = folder / name
     if not path.is_file():
+        hint = f" (a torch folder: export it first with `{exporter}`)" if (folder / "config.json").is_file() else ""
         raise SageError(f"{folder}: no exported ONNX graphs here (missing {name}){hint}", file=option)
     try:
         meta = json.loads(path.read_text())
@@ -123,6 +126,8 @@ def read_manifest(folder: str | Path, name: str, fmt: str, option: str, hint: st
         for graph in meta["graphs"].values():
             if not (folder / graph["file"]).is_file():
                 raise ValueError(f"missing graph file {graph['file']}")
+        if check is not None:
+            check(meta)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise SageError(f"{path}: invalid ONNX export manifest: {e}") from None
+        raise SageError(f"{path}: invalid ONNX export manifest: {' '.join(str(e).split())[:200]}") from None
     return meta
