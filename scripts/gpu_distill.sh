@@ -15,7 +15,8 @@ if [ "$1" = start ]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   # CUDA MPS lets the arms' kernels run side by side instead of time-slicing the GPU (one small student
   # leaves most of an H200 idle). Kept only if a CUDA call works under it; every arm shares it alike.
-  if nvidia-cuda-mps-control -d 2>/dev/null \
+  # The daemon must not hold this call's stdout open, or the call never returns (it did once).
+  if nvidia-cuda-mps-control -d > /dev/null 2>&1 < /dev/null \
       && timeout 90 env PYTHONPATH=/tmp/site python3 -c "import torch; print(torch.ones(2, device='cuda').sum().item())"; then
     echo "MPS on"
   else

@@ -97,4 +97,4 @@ def test_shipped_config_validates_and_names_a_model() -> None:
     from sage_distill.irp.config import load_config
 
     cfg = load_config(Path(__file__).parents[1] / "configs" / "orchestrator.yaml")
-    assert cfg.model == "models/sage-arc" and cfg.orchestrator.base_budget > 0
+    assert cfg.model == "models/sage-arc-small" and cfg.orchestrator.base_budget > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from safetensors.torch import load_file
 from sage_distill.arc.augment import Augmentation
 from sage_distill.errors import SageError
 from sage_distill.student import SageConfig, SageModel
-from sage_distill.student.checkpoint import load_model, save_model
+from sage_distill.student.checkpoint import MAX_SHARD_BYTES, load_model, save_model
 from sage_distill.student.configuration_sage import END, NEWLINE
 from sage_distill.student.generate import (
     Candidate,
@@ -38,9 +40,12 @@ def grid(*rows) -> np.ndarray:
 
 def test_presets_respect_the_size_limits() -> None:
     small, large = SageModel(SageConfig.preset("small")), SageModel(SageConfig.preset("large"))
-    tiny = SageModel(SageConfig.preset("student-tiny"))
+    fast, tiny = SageModel(SageConfig.preset("small-fast")), SageModel(SageConfig.preset("student-tiny"))
     # the distillation issue's students: small <= a third of the teacher and <= 8M, tiny <= 2M
-    assert 3 * small.shared_parameters() <= large.shared_parameters() and small.shared_parameters() <= 8e6
+    for student in (small, fast):
+        assert 3 * student.shared_parameters() <= large.shared_parameters() and student.shared_parameters() <= 8e6
+    # small-fast is the shallower one: a CPU decoding step reads layers x hidden keys and values per token
+    assert fast.shared_parameters() == 5_585_472 and 4 * 320 * 2.8 <= 8 * 448
     assert 1e6 < tiny.shared_parameters() <= 2e6 and 15e6 < large.shared_parameters() <= 32e6
 
 
@@ -292,3 +297,18 @@ def test_a_header_whose_shapes_exceed_its_bytes_is_refused(tmp_path) -> None:
     with pytest.raises(SageError, match=r"w.safetensors: a: shape \[1000000000, 3\] \(F32\) does not fit its 24 "
                                         "bytes"):
         read_safetensors_header(path)
+
+
+RELEASES = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.mark.parametrize("name", ["sage-arc", "sage-arc-small"])
+def test_a_released_model_loads_fits_its_shard_limit_and_its_card_names_its_size(name: str) -> None:
+    folder = RELEASES / name
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert all(f.stat().st_size <= MAX_SHARD_BYTES for f in folder.glob("*.safetensors"))
+    model, fingerprints = load_model(folder)
+    assert len(fingerprints) == model.config.num_tasks == 1142
+    assert f"{model.shared_parameters():,}" in card
+    # both releases together stay well inside the repository's 30 MB (every device call carries them)
+    assert sum(f.stat().st_size for f in RELEASES.rglob("*") if f.is_file()) < 26e6
