@@ -5,7 +5,8 @@ depend on the tokens).
     python scripts/bench_onnx_step.py --model models/sage-arc --graphs out/sage-onnx --batch 16
 
 The torch path preallocates its cache for the prompt plus the longest output (931 tokens) and
-attends over all of it with a mask; the ONNX graph attends over the keys written so far.
+attends over the keys written so far; the ONNX graph reads the prompt's keys in place and
+concatenates the answer's.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def main() -> None:
                  "view_ids": zeros.numpy(), "role_ids": zeros.numpy(),
                  "attention_mask": np.ones((b, length + 1), dtype=np.int64)}
         rng = np.random.default_rng(0)
-        for name in runner.past_names:
-            feeds[name] = rng.standard_normal((b, cfg.heads, length, cfg.head_dim), dtype=np.float32)
+        for names, n in ((runner.prompt_names, p), (runner.past_names, done)):  # prompt, then the answer so far
+            for name in names:
+                feeds[name] = rng.standard_normal((b, cfg.heads, n, cfg.head_dim), dtype=np.float32)
         t_wall, t_cpu = _time(torch_step, a.repeat)
         o_wall, o_cpu = _time(lambda feeds=feeds: runner.step.run(None, feeds), a.repeat)
         print(json.dumps({"batch": b, "prompt": p, "keys": length + 1, "torch_ms": round(t_wall, 1),

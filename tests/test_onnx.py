@@ -59,7 +59,8 @@ def test_the_graphs_have_the_past_and_present_layout_and_a_manifest(world) -> No
     step = onnx.load(str(graphs / "decode_step.onnx"), load_external_data=False)
     names = [i.name for i in step.graph.input]
     assert names[:6] == ["input_ids", "position_ids", "task_ids", "view_ids", "role_ids", "attention_mask"]
-    assert names[6:] == [f"past_key_values.{i}.{kv}" for i in range(2) for kv in ("key", "value")]
+    assert names[6:] == [f"{part}_key_values.{i}.{kv}" for part in ("prompt", "past") for i in range(2)
+                         for kv in ("key", "value")]
     assert [o.name for o in step.graph.output] == ["logits"] + [f"present.{i}.{kv}" for i in range(2)
                                                                 for kv in ("key", "value")]
     assert max(o.version for o in step.opset_import if o.domain in ("", "ai.onnx")) <= 20

@@ -15,8 +15,8 @@ from .evaluation.predict import PredictConfig
 
 DEFAULT_MODEL = Path("models/sage-arc-small")  # the distilled student, the better of the two at 8 views
 DATASET, SPLIT, TASKS, CPU_VIEWS = "arc1", "evaluation", 10, 8
-# The fastest path with the same answers: for the 4-layer student, torch (58.7 s for the 10 tasks against
-# 69.8 s through ONNX Runtime, identical answers; for the 8-layer teacher ONNX Runtime was the faster).
+# For the 4-layer student torch is as fast as ONNX Runtime with the same answers (58.7 s for the 10 tasks
+# against 59 s), with half the memory and no export; for the 8-layer teacher ONNX Runtime is 1.32x faster.
 # docs/BENCHMARKS.md, "ONNX Runtime on the CPU".
 DEFAULT_RUNTIME = "torch"
 

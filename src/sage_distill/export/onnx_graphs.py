@@ -1,11 +1,17 @@
 """The SAGE ARC model as two ONNX graphs, in the layout ONNX Runtime and TensorRT users expect:
 
-- `prefill.onnx`: the left-padded prompt -> last-position logits and `present.{i}.key/value`;
-- `decode_step.onnx`: one token per sequence plus `past_key_values.{i}.key/value` -> logits and the
-  presents (past length + 1).
+- `prefill.onnx`: the left-padded prompt -> last-position logits and `present.{i}.key/value` (the
+  prompt's keys and values);
+- `decode_step.onnx`: one token per sequence, the prompt's keys and values as
+  `prompt_key_values.{i}.key/value` (read, never copied), and the answer's so far as
+  `past_key_values.{i}.key/value` -> logits and the answer's presents (past length + 1).
+
+The prompt (the demonstrations and the test input: often thousands of tokens) is split from the
+answer (at most 931) so that a step concatenates only the answer's keys: with one past that held
+both, every step copied every layer's whole cache (docs/BENCHMARKS.md, "ONNX Runtime on the CPU").
 
 Inputs (int64): `input_ids` [B, L], `position_ids` [B, L, 3] (row, column, part), `task_ids`,
-`view_ids`, `role_ids` [B, L], `attention_mask` [B, past + L] (1 = a real key, 0 = left padding).
+`view_ids`, `role_ids` [B, L], `attention_mask` [B, prompt + past + L] (1 = a real key, 0 = left padding).
 A query attends to real keys at or before it and always to itself (a padding query sees only
 itself, as in the torch path). Keys and values: [B, heads, length, head_dim], float32; `i` counts
 (loop, layer) slots. Logits: [B, VOCAB] for the last position only.
@@ -39,6 +45,10 @@ def past_names(n: int) -> list[str]:
     return [f"past_key_values.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
 
 
+def prompt_names(n: int) -> list[str]:
+    return [f"prompt_key_values.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+
+
 def present_names(n: int) -> list[str]:
     return [f"present.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
 
@@ -49,12 +59,20 @@ def rms(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+              prompt: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v, spelled so that ONNX Runtime fuses the transpose into its
     MatMul: the TorchScript exporter's SDPA transposes and scales every key (two more passes over
-    the whole past each step)."""
-    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
+    the whole past each step). With `prompt` = (keys, values) the keys are [prompt; k]: one softmax
+    over both score blocks, the prompt's keys read in place rather than concatenated."""
+    q = q * q.shape[-1] ** -0.5
+    if prompt is None:
+        return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-2, -1)) + bias, dim=-1), v)
+    kp, vp = prompt
+    scores = torch.cat([torch.matmul(q, kp.transpose(-2, -1)), torch.matmul(q, k.transpose(-2, -1))], -1)
+    probs = torch.softmax(scores + bias, dim=-1)
+    p = kp.shape[2]
+    return torch.matmul(probs[..., :p], vp) + torch.matmul(probs[..., p:], v)
 
 
 class DecoderGraph(nn.Module):
@@ -64,8 +82,10 @@ class DecoderGraph(nn.Module):
         super().__init__()
         self.model, self.with_past = model, with_past
 
-    def forward(self, input_ids, position_ids, task_ids, view_ids, role_ids, attention_mask, *past):
+    def forward(self, input_ids, position_ids, task_ids, view_ids, role_ids, attention_mask, *caches):
         m, cfg = self.model, self.model.config
+        half = len(caches) // 2  # decode_step: the prompt's keys and values, then the answer's so far
+        prompt, past = caches[:half], caches[half:]
         b, n = input_ids.shape
         x = m.tok(input_ids) + m.view(view_ids) + m.tasks(task_ids, role_ids)
         cos, sin = m.rope(position_ids)
@@ -81,11 +101,13 @@ class DecoderGraph(nn.Module):
                 attn = block.attn
                 q, k, v = attn.qkv(rms(block.norm1, x)).view(b, n, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4)
                 q, k = apply_rope(rms(attn.q_norm, q), cos, sin), apply_rope(rms(attn.k_norm, k), cos, sin)
+                kv_prompt = None
                 if self.with_past:
                     k = torch.cat([past[2 * slot], k], dim=2)
                     v = torch.cat([past[2 * slot + 1], v], dim=2)
+                    kv_prompt = (prompt[2 * slot], prompt[2 * slot + 1])
                 presents += [k, v]
-                out = attention(q, k, v, bias)
+                out = attention(q, k, v, bias, kv_prompt)
                 x = x + attn.proj(out.transpose(1, 2).reshape(b, n, -1))
                 gate, value = block.fc(rms(block.norm2, x)).chunk(2, dim=-1)
                 x = x + block.out(F.silu(gate) * value)
@@ -103,32 +125,36 @@ def with_unknown_row(model: SageModel) -> SageModel:
 
 
 def example_inputs(model: SageModel, batch: int = 2, prompt: int = 5, past: int = 0) -> tuple:
+    """Prefill inputs (`past` = 0), or a decoding step's after a `prompt` and `past` answer tokens."""
     n = 1 if past else prompt
     cfg = model.config
     ids = torch.full((batch, n), 3, dtype=torch.long)
     pos = torch.ones(batch, n, 3, dtype=torch.long)
     zeros = torch.zeros(batch, n, dtype=torch.long)
-    mask = torch.ones(batch, past + n, dtype=torch.long)
-    kv = tuple(torch.zeros(batch, cfg.heads, past, cfg.head_dim) for _ in range(2 * slots(model)))
+    if not past:
+        return (ids, pos, zeros, zeros, zeros, torch.ones(batch, n, dtype=torch.long))
+    mask = torch.ones(batch, prompt + past + n, dtype=torch.long)
+    kv = [torch.zeros(batch, cfg.heads, length, cfg.head_dim) for length in (prompt, past)
+          for _ in range(2 * slots(model))]
     return (ids, pos, zeros, zeros, zeros, mask, *kv)
 
 
 def export_graph(model: SageModel, path, with_past: bool, opset: int) -> None:
     """Trace `DecoderGraph` to `path` (TorchScript exporter: dynamic batch and lengths)."""
     n = slots(model)
-    names_in = INPUTS + (past_names(n) if with_past else [])
+    names_in = INPUTS + (prompt_names(n) + past_names(n) if with_past else [])
     names_out = ["logits", *present_names(n)]
     dyn = {"input_ids": {0: "batch", 1: "sequence"}, "position_ids": {0: "batch", 1: "sequence"},
            "task_ids": {0: "batch", 1: "sequence"}, "view_ids": {0: "batch", 1: "sequence"},
            "role_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
            "logits": {0: "batch"}}
+    for name in prompt_names(n):
+        dyn[name] = {0: "batch", 2: "prompt_sequence"}
     for name in past_names(n):
         dyn[name] = {0: "batch", 2: "past_sequence"}
     for name in present_names(n):
         dyn[name] = {0: "batch", 2: "total_sequence"}
     args = example_inputs(model, past=3 if with_past else 0)
-    if not with_past:
-        args = args[:len(INPUTS)]
     import warnings
 
     with torch.no_grad(), warnings.catch_warnings():
@@ -213,10 +239,14 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
                        "task_ids": "task-table row per token (tasks.fingerprints index, or unknown_row)",
                        "view_ids": "dihedral view 0-7 per token",
                        "role_ids": "colour before the view's colour permutation, -1 for special tokens",
-                       "attention_mask": "[batch, past + sequence]: 1 a real key, 0 left padding",
-                       "past_key_values.{i}.key/value": "[batch, heads, past, head_dim] float32 (decode_step)"},
+                       "attention_mask": "[batch, prompt + past + sequence]: 1 a real key, 0 left padding",
+                       "prompt_key_values.{i}.key/value": "[batch, heads, prompt, head_dim] float32 (decode_step): "
+                                                          "prefill's presents, passed unchanged to every step",
+                       "past_key_values.{i}.key/value": "[batch, heads, past, head_dim] float32 (decode_step): the "
+                                                        "answer's so far, empty (past 0) at the first step"},
             "outputs": {"logits": "[batch, vocab] float32, the last position",
-                        "present.{i}.key/value": "[batch, heads, past + sequence, head_dim] float32"},
+                        "present.{i}.key/value": "[batch, heads, past + sequence, head_dim] float32 (prefill: "
+                                                 "the prompt's; decode_step: the answer's)"},
             "tasks": {"fingerprints": fingerprints, "unknown_row": len(fingerprints) if cfg.num_tasks else 0,
                       "unknown_row_is": "the mean of the trained rows, as a new task starts"},
         }

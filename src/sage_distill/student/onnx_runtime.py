@@ -1,7 +1,8 @@
 """The SAGE ARC model through ONNX Runtime's CPU provider: the graphs `sage-distill export` writes,
 driven by the same decoding loop as the torch path (`generate._generate`); only the model calls
-differ. Keys and values grow by one position per step (past -> present), so each step attends over
-the keys written so far, not over a preallocated maximum length."""
+differ. The prompt's keys and values (prefill's presents) are fed to every step unchanged; the
+answer's grow by one position per step (past -> present), so each step attends over the keys written
+so far and copies only the answer's."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..utils import onnx_export
 from .configuration_sage import SageConfig
 
 MANIFEST = "sage-onnx.json"
-FORMAT = "sage-onnx/1"
+FORMAT = "sage-onnx/2"  # /2: the prompt's keys and values are inputs of their own
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -38,7 +39,9 @@ class OnnxSage:
         graphs = self.meta["graphs"]
         self.prefill = onnx_export.cpu_session(folder / graphs["prefill"]["file"], threads)
         self.step = onnx_export.cpu_session(folder / graphs["decode_step"]["file"], threads)
-        self.past_names = [i.name for i in self.step.get_inputs() if i.name.startswith("past_key_values.")]
+        inputs = [i.name for i in self.step.get_inputs()]
+        self.prompt_names = [n for n in inputs if n.startswith("prompt_key_values.")]
+        self.past_names = [n for n in inputs if n.startswith("past_key_values.")]
 
     def steps(self) -> OnnxSteps:
         return OnnxSteps(self)
@@ -52,7 +55,8 @@ class OnnxSteps:
     def __init__(self, runner: OnnxSage) -> None:
         self.runner = runner
         self.mask: np.ndarray | None = None
-        self.past: list[np.ndarray] = []
+        self.prompt: list[np.ndarray] = []  # prefill's keys and values, read by every step
+        self.past: list[np.ndarray] = []  # the answer's so far
 
     @staticmethod
     def _feeds(tokens, pos, task, view, role) -> dict[str, np.ndarray]:
@@ -66,12 +70,15 @@ class OnnxSteps:
         self.mask = valid.numpy().astype(np.int64)
         outs = self.runner.prefill.run(None, {**self._feeds(tokens, pos, task, view, role),
                                               "attention_mask": self.mask})
-        self.past = outs[1:]
+        self.prompt = outs[1:]
+        b, h, _, d = self.prompt[0].shape
+        self.past = [np.zeros((b, h, 0, d), dtype=np.float32)] * len(self.prompt)
         return torch.from_numpy(outs[0])
 
     def step(self, tokens, pos, task, view, role) -> torch.Tensor:
         self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), dtype=np.int64)], axis=1)
         feeds = {**self._feeds(tokens, pos, task, view, role), "attention_mask": self.mask,
+                 **dict(zip(self.runner.prompt_names, self.prompt, strict=True)),
                  **dict(zip(self.runner.past_names, self.past, strict=True))}
         outs = self.runner.step.run(None, feeds)
         self.past = outs[1:]
@@ -80,4 +87,5 @@ class OnnxSteps:
     def keep(self, rows: torch.Tensor) -> None:
         idx = rows.numpy()
         self.mask = self.mask[idx]
+        self.prompt = [np.ascontiguousarray(a[idx]) for a in self.prompt]
         self.past = [np.ascontiguousarray(a[idx]) for a in self.past]
