@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One H200 lease for the ARC model (issue 16): train a config for MINUTES on the wall clock (compile
-# included: the schedule runs on the clock), keep an int4 copy (the release), then evaluate on ARC-AGI-1 evaluation:
+# included: the schedule runs on the clock), keep int8 and int4 copies (a release is one of them: the repository's
+# 30 MB holds an int8 teacher or an int4 teacher beside the int8 student), then evaluate on ARC-AGI-1 evaluation:
 # 80 views with the leading candidates re-scored (the vote alone is scored from the same decodings), and
 # the 25% / 50% snapshots and the final model at 8 views (the time-to-score curve).
 #   first call:  bash scripts/gpu_arc.sh start CONFIG MINUTES [VIEWS] [RESCORE] [CURVE]
@@ -40,10 +41,12 @@ pipeline)  # CONFIG MINUTES VIEWS RESCORE CURVE, run from $W/code under setsid
   echo "train command: $(( $(date +%s) - t )) s"; tail -n 1 $W/run/metrics.jsonl | cut -c1-600
   python3 -c "
 from sage_distill.student.checkpoint import load_model, save_model
-m, fps = load_model('$W/run'); save_model('$W/release', m, fps, precision='int4')"
+m, fps = load_model('$W/run')
+for p in ('int8', 'int4'): save_model(f'$W/release-{p}', m, fps, precision=p)"
   ev final $W/run $4 $5 "$6"
   ev final-v8 $W/run 8 0
-  ev release-int4-v8 $W/release 8 0  # the stored precision's score beside bf16
+  ev release-int8-v8 $W/release-int8 8 0  # the stored precisions' scores beside bf16
+  ev release-int4-v8 $W/release-int4 8 0
   for s in $W/run/snapshots/step-*; do ev $(basename $s)-v8 $s 8 0; done
   echo "done $(date -u +%FT%TZ)"; touch $W/res/DONE ;;
 wait)
@@ -53,9 +56,9 @@ wait)
   for f in $W/res/*/predictions.json.partial.jsonl; do [ -f "$f" ] && echo "$f: $(wc -l < $f) tasks"; done
   cp $W/run/metrics.jsonl $W/run/run.json $W/res/ 2>/dev/null
   (cd $W && tar czf $OUT/results.tgz --exclude='*/data' --exclude='*/renders' res)
-  if [ -f $W/res/DONE ] && [ -d $W/release ]; then
-    cp $W/release/*.safetensors $OUT/
-    (cd $W && tar czf $OUT/release-meta.tgz --exclude='*.safetensors' release)
+  if [ -f $W/res/DONE ] && [ -d $W/release-int4 ]; then  # shards: 2 (int8) + 1 (int4), each < 16 MB
+    for p in int8 int4; do mkdir -p $OUT/$p && cp $W/release-$p/*.safetensors $OUT/$p/; done
+    (cd $W && tar czf $OUT/release-meta.tgz --exclude='*.safetensors' release-int8 release-int4)
   fi
   ls -la $OUT ;;
 esac

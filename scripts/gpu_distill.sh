@@ -5,7 +5,7 @@
 # starts every arm at once under setsid (NAME-sK: that arm with seed K): each trains for its config's
 # optim.minutes on the shared GPU, then evaluates itself on ARC-AGI-1 evaluation at 8 views. "teacher" evaluates models/sage-arc the same way.
 # Later calls: bash scripts/gpu_distill.sh wait SECONDS  (progress, and results into $OUT when all are done);
-#   bash scripts/gpu_distill.sh fetch ARM  (that arm's int4 model folder into $OUT, for a release).
+#   bash scripts/gpu_distill.sh fetch ARM  (that arm's int8 model folder into $OUT, for a release).
 set -uo pipefail
 W=/root/work
 if [ "$1" = start ]; then
