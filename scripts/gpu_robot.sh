@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The robot side on a lent GPU machine, in one lease. Carry [".whl-robot", ".gl"].
+# The robot side on a lent GPU machine, in one lease. Carry [".whl-robot", ".gl"], built by scripts/robot_carry.sh.
 #   bash scripts/gpu_robot.sh start [MT10_STEPS] [MT50_STEPS]   set up, then run gpu_robot_pipeline.sh under setsid
 #   bash scripts/gpu_robot.sh wait SECONDS [MARKER]            wait for MARKER, print progress, bring back results
 # Everything is written under /root/work/robot, outside the carried tree (a later call replaces that tree).
@@ -9,7 +9,9 @@ mkdir -p $W/res
 setup() {
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
   python3 -m pip install -q --no-deps --no-index .whl-robot/*.whl 2>&1 | tail -2
-  mkdir -p /root/work/site && tar -xJf .whl-robot/metaworld-pruned.tar.xz -C /root/work/site
+  # metaworld comes as a wheel (above) or, from older carries, as this tarball put on PYTHONPATH
+  mkdir -p /root/work/site
+  if [ -f .whl-robot/metaworld-pruned.tar.xz ]; then tar -xJf .whl-robot/metaworld-pruned.tar.xz -C /root/work/site; fi
 }
 case "${1:-}" in
   start)
