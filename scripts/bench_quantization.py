@@ -1,6 +1,7 @@
 """What a stored precision changes: a model folder re-saved at `--precision` against the folder as loaded,
 teacher-forced on packed training rows of its own data (output tokens only): argmax agreement, accuracy
-of each, the mean change of the labels' log-probability, and the folder's size.
+of each, the mean change of the labels' log-probability, the relative error of the weight matrices
+(||W' - W|| / ||W|| over all of them), and the folder's size.
 
 Usage: python scripts/bench_quantization.py --model models/sage-arc --precision int4 [--rows 6]
 """
@@ -31,6 +32,9 @@ def main() -> None:
         save_model(tmp, base, fingerprints, precision=a.precision)
         megabytes = sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors")) / 1e6
         other, _ = load_model(tmp)
+    pairs = [(w, other.state_dict()[n]) for n, w in base.state_dict().items() if w.ndim == 2]
+    squared = sum(float(((v - w) ** 2).sum()) for w, v in pairs)
+    weight_error = (squared / sum(float((w ** 2).sum()) for w, _ in pairs)) ** 0.5
     table, _ = assemble([tuple(x) for x in run["training"]], [tuple(x) for x in run["evaluation"]],
                         run["include_eval_demos"])
     packed = PackedRows(table, 2048, 0, base.config.palette_views)
@@ -52,7 +56,8 @@ def main() -> None:
             change += float((label_base - label_other).sum())
     print(json.dumps({"precision": a.precision, "megabytes": round(megabytes, 2), "tokens": tokens,
                       "argmax_agreement": agree / tokens, "accuracy_loaded": right_base / tokens,
-                      "accuracy_resaved": right_other / tokens, "mean_logprob_change": change / tokens}, indent=1))
+                      "accuracy_resaved": right_other / tokens, "mean_logprob_change": change / tokens,
+                      "relative_weight_error": weight_error}, indent=1))
 
 
 if __name__ == "__main__":

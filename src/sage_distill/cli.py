@@ -114,11 +114,12 @@ def render(out: Annotated[Path, Opt("--out", help="PNG file to write.")],
 
 @app.command("demo")
 def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo"),
-         model: Annotated[Path, Opt("--model")] = Path("models/sage-arc-small"),
+         model: Annotated[Path | None, Opt("--model", help="Model folder (default: the released student).")
+                          ] = None,
          tasks: Annotated[int, Opt("--tasks", min=1)] = 10,
          views: Annotated[int, Opt("--views", min=1, max=1024)] = 8,
-         runtime: Annotated[str, Opt("--runtime", help="torch | onnx (graphs exported once into "
-                                                       "OUT/onnx-fp32)")] = "torch",
+         runtime: Annotated[str | None, Opt("--runtime", help="torch (default) | onnx (graphs exported once "
+                                                              "into OUT/onnx-fp32)")] = None,
          restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False) -> None:
     """The released SAGE model solves the first ARC-AGI-1 evaluation tasks on CPU, beside the baselines."""
     from .demo import run_demo

@@ -21,9 +21,10 @@ DATASET, SPLIT, TASKS, CPU_VIEWS = "arc1", "evaluation", 10, 8
 DEFAULT_RUNTIME = "torch"
 
 
-def run_demo(out_dir: str | Path, model_dir: str | Path = DEFAULT_MODEL, tasks: int = TASKS,
-             views: int = CPU_VIEWS, runtime: str = DEFAULT_RUNTIME, restart: bool = False) -> dict:
-    model_dir = Path(model_dir)
+def run_demo(out_dir: str | Path, model_dir: str | Path | None = None, tasks: int = TASKS,
+             views: int = CPU_VIEWS, runtime: str | None = None, restart: bool = False) -> dict:
+    """None: DEFAULT_MODEL / DEFAULT_RUNTIME (the CLI passes None when the option is not given)."""
+    model_dir, runtime = Path(model_dir or DEFAULT_MODEL), runtime or DEFAULT_RUNTIME
     if not (model_dir / "model.safetensors.index.json").is_file():
         raise SageError(f"{model_dir}: no released model here; run from the repository root or pass --model")
     if runtime not in ("torch", "onnx"):

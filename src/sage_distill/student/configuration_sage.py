@@ -60,7 +60,7 @@ class SageConfig(BaseModel):
 # "student-tiny" (1.78M) are the distilled students of "large" (configs/distill/); "tiny" is for tests.
 # "small-fast" trades depth for width: a CPU decoding step reads every layer's keys and values, so its
 # cost follows layers x hidden (6 x 288 is only 2.1x below 8 x 448; 4 x 320 is 2.8x), and prefill follows
-# the parameter count. Heads of 64 keep the attention kernels on their fast path.
+# the parameter count. Heads of 64, as the teacher's.
 PRESETS: dict[str, dict] = {
     "tiny": dict(hidden=64, heads=4, layers=2, mlp_hidden=192),
     "student-tiny": dict(hidden=192, heads=3, layers=4, mlp_hidden=512),
