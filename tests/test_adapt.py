@@ -32,7 +32,7 @@ def setting():
 def demonstration_loss(model: SageModel, tasks, first: int, batches: int = 6) -> float:
     """Mean output loss over fixed packed batches of the tasks' demonstrations (several views each)."""
     table = build_pairs([(t.without_answers(), False) for t in tasks])
-    table.task_index = table.task_index + first
+    table.first_row = first
     rows = StepBatches(PackedRows(table, max(int(pair_lengths(table).max()), 256), 99), 1, 0, 1)
     losses = []
     for step in range(batches):
@@ -72,3 +72,20 @@ def test_all_trains_the_shared_weights_and_fits_the_demonstrations_better(settin
     before, by_rows, by_all = (demonstration_loss(m, tasks, first) for m in (start, rows_model, all_model))
     # Measured: 2.61 before, 2.34 by rows, 2.31 by all (three model seeds alike, gaps 0.03-0.04).
     assert by_rows < before - 0.2 and by_all < by_rows - 0.02, (before, by_rows, by_all)
+
+
+def test_palette_views_adapt_with_each_tasks_own_palette(setting) -> None:
+    """A palette-view model's adaptation packs the new tasks under their own palettes and into the new
+    rows (it once looked up the palette by the embedding row and failed past the table's end)."""
+    base, tasks = setting
+    model = SageModel(base.config.model_copy(update={"palette_views": True}))
+    first = model.extend_tasks(len(tasks))
+    report = adapt_tasks(model, tasks, first, minutes=5, max_steps=2)
+    assert report["steps"] == 2 and report["last_loss"] == report["last_loss"]  # finite, not NaN
+    table = build_pairs([(t.without_answers(), False) for t in tasks])
+    table.first_row = first
+    packed = PackedRows(table, max(int(pair_lengths(table).max()), 256), 0, palette_views=True)
+    row = packed.row(0)
+    used = row["real"] | (row["labels"] != -100)
+    assert set(row["task"][used].tolist()) <= set(range(first, first + len(tasks)))
+    assert min(row["task"][used].tolist()) >= first == 3

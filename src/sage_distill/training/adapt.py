@@ -60,7 +60,7 @@ def adapt_tasks(model: SageModel, tasks: list[Task], first_row: int, minutes: fl
     cuda = device.type == "cuda"
     compiled = cuda if compiled is None else compiled
     table = build_pairs([(t.without_answers(), False) for t in tasks])
-    table.task_index = table.task_index + first_row
+    table.first_row = first_row
     if row_len is None:  # on the CPU a row just long enough for the longest pair keeps each step short
         row_len = 8192 if cuda else max(int(pair_lengths(table).max()), 256)
     packed = PackedRows(table, row_len, seed, model.config.palette_views)

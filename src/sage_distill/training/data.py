@@ -67,10 +67,12 @@ class PairTable:
 
     inputs: list[np.ndarray]
     outputs: list[np.ndarray]
-    task_index: np.ndarray  # [N]
+    task_index: np.ndarray  # [N]: the pair's task, a row of the lists below
     fingerprints: list[str]  # row -> task fingerprint
     task_ids: list[str]
     palettes: list[tuple[int, ...]]  # row -> the colours of the task's inputs (`arc.augment.input_palette`)
+    # The model's embedding row of task 0: an adaptation's tasks sit after the trained rows (`adapt_tasks`).
+    first_row: int = 0
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -183,7 +185,7 @@ class PackedRows:
             colours = random_color_perm(np.random.default_rng([self.seed, epoch, k]),
                                         movable=self.palette(int(self.table.task_index[pair])))
             enc = encode_pair(self.table.inputs[pair], self.table.outputs[pair], Augmentation(dihedral, colours))
-            docs.append((enc, int(self.table.task_index[pair]), dihedral, pair))
+            docs.append((enc, self.table.first_row + int(self.table.task_index[pair]), dihedral, pair))
         return fill_row(self.row_len, docs)
 
 
