@@ -105,7 +105,7 @@ def test_a_resume_with_other_settings_is_refused_and_restart_starts_afresh(parti
                                                     r"[0-9a-f]{12}\.\.\."),
                          (["--challenges", other_challenges], r"--challenges \(its sha256\) was [0-9a-f]{12}"),
                          (["--adapt-minutes", "1"], "--adapt-minutes was 0.0, now 1.0"),
-                         (["--adapt-mode", "all"], '--adapt-mode was "rows", now "all"')]:
+                         (["--adapt-mode", "rows"], '--adapt-mode was "all", now "rows"')]:
         argv = {"--model": model, "--challenges": challenges, "--views": "3"}
         argv.update(zip(args[::2], args[1::2], strict=True))
         code, _, err = cli("predict", "--out", out, *[str(x) for kv in argv.items() for x in kv])

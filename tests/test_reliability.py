@@ -152,7 +152,8 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
      _json("challenges.json", {"t1": {**TASK, "train": [{"input": [[12]], "output": [[1]]}]}})),
     ("predict", "challenges task id ../x", PRED, _json("challenges.json", {"../x": TASK})),
     ("predict", "resume: other --views", PRED, _partial("pred/p.json", PARTIAL_ROW, views=3)),
-    ("predict", "resume: other --adapt-mode", _with(PRED, "--adapt-mode", "all"), _partial("pred/p.json", PARTIAL_ROW)),
+    ("predict", "resume: other --adapt-mode", _with(PRED, "--adapt-mode", "rows"),
+     _partial("pred/p.json", PARTIAL_ROW)),
     ("predict", "resume: other --model", _with(PRED, "--model", "{w}/m2"), lambda w: (
         shutil.copytree(w / "model", w / "m2"), _edit_json("m2/config.json", lambda c: c.update(palette_views=True))(w),
         _partial("pred/p.json", PARTIAL_ROW)(w))),

@@ -148,9 +148,10 @@ def train(config: Annotated[Path, Opt("--config", help="Training YAML (configs/a
 
 RESCORE_HELP = ("Re-score the N most-voted candidates of each test input by their likelihood summed over "
                 "every view (product of experts) before picking two; 0: the vote alone")
-ADAPT_MODE_HELP = ("rows: adaptation trains only the new task rows | all: the rows and every shared weight "
-                   "(for challenges files whose tasks the model has no rows for; in a file that mixes both, the "
-                   "adapted weights decode the unknown tasks only and the known tasks keep the original ones)")
+ADAPT_MODE_HELP = ("all (default): adaptation trains the new task rows and every shared weight | rows: only "
+                   "the new rows (for challenges files whose tasks the model has no rows for; in a file that mixes "
+                   "both, the adapted weights decode the unknown tasks only and the known tasks keep the original "
+                   "ones)")
 RUNTIME_HELP = "torch | onnx (ONNX Runtime on the CPU; --model is then a folder from `sage-distill export`)"
 
 
@@ -182,7 +183,7 @@ def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, 
             views: Annotated[int, Opt("--views", help="Augmented views per test input (80+ on a GPU).")] = 8,
             adapt_minutes: Annotated[float, Opt("--adapt-minutes", help="Train embeddings for tasks the model "
                                                                         "has none for.")] = 0.0,
-            adapt_mode: Annotated[str, Opt("--adapt-mode", help=ADAPT_MODE_HELP)] = "rows",
+            adapt_mode: Annotated[str, Opt("--adapt-mode", help=ADAPT_MODE_HELP)] = "all",
             minutes: Annotated[float | None, Opt("--minutes", help="Hard budget for the whole command.")] = None,
             device: Annotated[str, Opt("--device", help="cpu | cuda")] = "cpu",
             batch: Annotated[int, Opt("--batch", help="Sequences per decoding batch (0: automatic).")] = 0,
@@ -207,7 +208,7 @@ def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt
              out: Annotated[Path, Opt("--out")] = Path("out/eval"),
              views: Annotated[int, Opt("--views")] = 8,
              adapt_minutes: Annotated[float, Opt("--adapt-minutes")] = 0.0,
-             adapt_mode: Annotated[str, Opt("--adapt-mode", help=ADAPT_MODE_HELP)] = "rows",
+             adapt_mode: Annotated[str, Opt("--adapt-mode", help=ADAPT_MODE_HELP)] = "all",
              minutes: Annotated[float | None, Opt("--minutes")] = None,
              device: Annotated[str, Opt("--device", help="cpu | cuda")] = "cpu",
              batch: Annotated[int, Opt("--batch")] = 0,

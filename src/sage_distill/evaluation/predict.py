@@ -51,7 +51,9 @@ class PredictConfig(BaseModel):
     # What adaptation trains (`training.adapt`): the unknown tasks' new rows only, or those rows and every
     # shared weight. `all` changes the weights every task is decoded with, so its copy of the model decodes
     # the unknown tasks only; the tasks the model has a row for keep the original weights (and answers).
-    adapt_mode: Literal["rows", "all"] = "rows"
+    # `all` is the default: on the unseen protocol it scored 20.75% against 12.88% for `rows` at equal
+    # minutes (docs/BENCHMARKS.md, "the ARC recipe (issue 16), run 2").
+    adapt_mode: Literal["rows", "all"] = "all"
     minutes: float | None = Field(None, gt=0)
     device: Literal["cpu", "cuda"] = "cpu"
     # sequences per decoding batch; 0 picks 384 on a GPU and 16 on the CPU. 4096 already fills an H200.
