@@ -90,6 +90,29 @@ def test_onnx_runtime_decodes_the_same_tokens_as_torch(world) -> None:
         assert (x.grid is None) == (y.grid is None) and abs(x.logprob - y.logprob) < 1e-3
 
 
+def test_onnx_prefill_runs_each_prompt_length_without_padding(world) -> None:
+    """Prefill is compute-bound: each group of equal-length prompts runs unpadded, once."""
+    from sage_distill.student.onnx_runtime import OnnxSage
+    from sage_distill.student.sequences import encode_pair
+
+    *_, graphs = world
+    runner, masks = OnnxSage(graphs), []
+    session = runner.prefill
+
+    class Spy:
+        def run(self, names, feeds):
+            masks.append(feeds["attention_mask"])
+            return session.run(names, feeds)
+
+    runner.prefill = Spy()
+    grids = [np.ones((h, w), dtype=np.uint8) for h, w in ((1, 2), (3, 4), (2, 1), (3, 4))]
+    jobs = [Job(g, aug, 0) for g in grids for aug in view_augmentations("0123456789abcdef", 2)]
+    _generate(runner.steps(), jobs, max_new=2)
+    lengths = sorted({len(encode_pair(j.grid, None, j.aug).tokens) for j in jobs})
+    assert sorted(m.shape[1] for m in masks) == lengths and len(lengths) > 1 and all(m.all() for m in masks)
+    assert sum(m.shape[0] for m in masks) == len(jobs)
+
+
 def test_predict_with_the_onnx_runtime_gives_the_torch_answers(world, tmp_path) -> None:
     tasks, challenges, model_dir, graphs = world
     ref = predict_file(model_dir, challenges, tmp_path / "torch.json", PredictConfig(views=2))
