@@ -4,6 +4,9 @@ depend on the tokens).
 
     python scripts/bench_onnx_step.py --model models/sage-arc --graphs out/sage-onnx --batch 16
 
+`--profile` then runs ONNX Runtime's profiler over the last shape's steps and prints the step graph's node
+count after optimisation and each operator type's share of the node time (where a step's time goes).
+
 The torch path preallocates its cache for the prompt plus the longest output (931 tokens) and
 attends over the keys written so far; the ONNX graph reads the prompt's keys in place and
 concatenates the answer's.
@@ -13,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +46,7 @@ def main() -> None:
     ap.add_argument("--prompts", default="13,933", help="prompt lengths (13: a 2x2 input; 933: 30x30)")
     ap.add_argument("--written", default="10,467", help="tokens generated so far, per prompt length")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--profile", action="store_true", help="ONNX Runtime's per-operator profile of the last shape")
     a = ap.parse_args()
     model, _ = load_model(a.model)
     runner = OnnxSage(a.graphs)
@@ -69,6 +76,34 @@ def main() -> None:
         print(json.dumps({"batch": b, "prompt": p, "keys": length + 1, "torch_ms": round(t_wall, 1),
                           "torch_cpu_ms": round(t_cpu, 1), "onnx_ms": round(o_wall, 1), "onnx_cpu_ms": round(o_cpu, 1),
                           "onnx_precision": runner.precision, "threads": torch.get_num_threads()}), flush=True)
+    if a.profile:
+        profile(Path(a.graphs) / json.loads((Path(a.graphs) / "sage-onnx.json").read_text())["graphs"]["decode_step"][
+            "file"], feeds, a.repeat)
+
+
+def profile(graph: Path, feeds: dict[str, np.ndarray], repeat: int) -> None:
+    """Node count after ONNX Runtime's optimisations, and each operator type's share of the node time."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+        for _ in range(repeat):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+        nodes = len(onnx.load(opts.optimized_model_filepath, load_external_data=False).graph.node)
+    by_op = Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(by_op.values())
+    print(json.dumps({"nodes_after_optimisation": nodes,
+                      "share_of_node_time": {k: round(v / total, 3) for k, v in by_op.most_common(10)}}))
 
 
 if __name__ == "__main__":
