@@ -16,9 +16,7 @@ DEVICE=${DEVICE:-cuda}
 export PYTHONPATH=$W/code/src:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 case "$1" in
 start)
-  mkdir -p $W/res && rm -rf $W/code && cp -r "$PWD" $W/code
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  source scripts/gpu_lease.sh && lease_setup $W
   (cd $W/code && PROFILE=${PROFILE:-0} setsid nohup bash scripts/gpu_arc.sh pipeline "$2" "$3" "${4:-80}" "${5:-8}" \
      "${6:-}" > $W/res/pipeline.log 2>&1 < /dev/null &)
   sleep 100; cat $W/res/pipeline.log; tail -n 2 $W/run/metrics.jsonl 2>/dev/null | cut -c1-400 ;;

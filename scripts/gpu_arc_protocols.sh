@@ -20,17 +20,7 @@ SETS=()
 for s in ${CONFIG_SET:-}; do SETS+=(--set "$s"); done
 case "$1" in
 start)
-  mkdir -p $W/res && rm -rf $W/code && cp -r "$PWD" $W/code
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  # MPS runs the two processes' kernels side by side (see scripts/gpu_distill.sh); the daemon must not hold
-  # this call's stdout open.
-  if nvidia-cuda-mps-control -d > /dev/null 2>&1 < /dev/null \
-      && timeout 90 env PYTHONPATH=/tmp/site python3 -c "import torch; print(torch.ones(2, device='cuda').sum().item())"; then
-    echo "MPS on"
-  else
-    echo quit | nvidia-cuda-mps-control 2>/dev/null; echo "MPS off"
-  fi
+  source scripts/gpu_lease.sh && lease_setup $W mps  # the two processes side by side
   (cd $W/code && setsid nohup bash scripts/gpu_arc_protocols.sh pipeline "$2" "${3:-80}" "${4:-10}" "${5:-8}" \
      > $W/res/pipeline.log 2>&1 < /dev/null &)
   sleep 90; cat $W/res/pipeline.log; for r in arc2 unseen; do tail -n 1 $W/runs/$r/metrics.jsonl 2>/dev/null | cut -c1-300; done ;;

@@ -10,18 +10,7 @@ set -uo pipefail
 W=/root/work
 if [ "$1" = start ]; then
   shift
-  mkdir -p $W/res && rm -rf $W/code && cp -r "$PWD" $W/code
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  # CUDA MPS lets the arms' kernels run side by side instead of time-slicing the GPU (one small student
-  # leaves most of an H200 idle). Kept only if a CUDA call works under it; every arm shares it alike.
-  # The daemon must not hold this call's stdout open, or the call never returns (it did once).
-  if nvidia-cuda-mps-control -d > /dev/null 2>&1 < /dev/null \
-      && timeout 90 env PYTHONPATH=/tmp/site python3 -c "import torch; print(torch.ones(2, device='cuda').sum().item())"; then
-    echo "MPS on"
-  else
-    echo quit | nvidia-cuda-mps-control 2>/dev/null; echo "MPS off"
-  fi
+  source scripts/gpu_lease.sh && lease_setup $W mps
   for arm in "$@"; do
     (cd $W/code && setsid nohup bash scripts/gpu_distill_arm.sh "$arm" > $W/res/$arm.log 2>&1 < /dev/null &)
   done
