@@ -22,7 +22,8 @@ from sage_distill.student.onnx_runtime import OnnxSteps
 TIMES = {"prefill_s": 0.0, "steps_s": 0.0, "keep_s": 0.0, "prefills": 0, "steps": 0, "step_rows": 0}
 
 
-def timed(cls: type, name: str, key: str, count: str | None = None) -> None:
+def timed(cls: type, name: str, key: str, count: str | None = None, rows: str | None = None) -> None:
+    """Wrap `cls.name`: its seconds into TIMES[key], its calls into TIMES[count], its batch rows into TIMES[rows]."""
     inner = getattr(cls, name)
 
     def wrapper(self, *args, **kwargs):
@@ -31,8 +32,8 @@ def timed(cls: type, name: str, key: str, count: str | None = None) -> None:
         TIMES[key] += time.perf_counter() - t
         if count:
             TIMES[count] += 1
-        if name == "step":
-            TIMES["step_rows"] += args[0].shape[0]
+        if rows:
+            TIMES[rows] += args[0].shape[0]
         return out
 
     setattr(cls, name, wrapper)
@@ -48,7 +49,7 @@ def main() -> None:
     a = ap.parse_args()
     for cls in (TorchSteps, OnnxSteps):
         timed(cls, "prefill", "prefill_s", "prefills")
-        timed(cls, "step", "steps_s", "steps")
+        timed(cls, "step", "steps_s", "steps", "step_rows")
         timed(cls, "keep", "keep_s")
     with tempfile.TemporaryDirectory() as tmp:
         first = dict(list(json.loads(Path(a.challenges).read_text()).items())[:a.tasks])

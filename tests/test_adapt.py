@@ -75,9 +75,19 @@ def test_all_trains_the_shared_weights_and_fits_the_demonstrations_better(settin
 
 
 def test_palette_views_adapt_with_each_tasks_own_palette(setting) -> None:
-    """A palette-view model's adaptation packs the new tasks under their own palettes and into the new
-    rows (it once looked up the palette by the embedding row and failed past the table's end)."""
-    base, tasks = setting
+    """A palette-view model's adaptation packs the new tasks into the new rows, under their own palettes: a
+    colour the task's inputs never show (5 here, written by the rule) keeps its value in every view. The
+    palette was once looked up by the embedding row and failed past the table's end."""
+    from sage_distill.arc.task import Pair, Task
+
+    def recolour_task(seed: int) -> Task:  # rule: 1 -> 5; inputs hold 0-2 only
+        g = torch.Generator().manual_seed(seed)
+        grids = [torch.randint(0, 3, (3, 3), generator=g).numpy().astype("uint8") for _ in range(4)]
+        pairs = tuple(Pair(x, x.copy() * (x != 1) + 5 * (x == 1)) for x in grids[:3])
+        return Task(f"recolour{seed}", pairs, (grids[3],), None)
+
+    base, _ = setting
+    tasks = [recolour_task(s) for s in range(3)]
     model = SageModel(base.config.model_copy(update={"palette_views": True}))
     first = model.extend_tasks(len(tasks))
     report = adapt_tasks(model, tasks, first, minutes=5, max_steps=2)
@@ -85,7 +95,12 @@ def test_palette_views_adapt_with_each_tasks_own_palette(setting) -> None:
     table = build_pairs([(t.without_answers(), False) for t in tasks])
     table.first_row = first
     packed = PackedRows(table, max(int(pair_lengths(table).max()), 256), 0, palette_views=True)
-    row = packed.row(0)
-    used = row["real"] | (row["labels"] != -100)
-    assert set(row["task"][used].tolist()) <= set(range(first, first + len(tasks)))
-    assert min(row["task"][used].tolist()) >= first == 3
+    moved_five = fixed_five = 0
+    for g in range(8):
+        row = packed.row(g)
+        real = row["real"]
+        assert set(row["task"][real].tolist()) <= set(range(first, first + len(tasks))) and first == 3
+        five = real & (row["role"] == 5)
+        fixed_five += int((row["tokens"][five] == 5).sum())
+        moved_five += int((row["tokens"][five] != 5).sum())
+    assert fixed_five > 0 and moved_five == 0

@@ -75,19 +75,18 @@ class OnnxSteps:
         b, p = tokens.shape
         logits, self.prompt = None, []
         for n in np.unique(lengths).tolist():
-            rows = torch.from_numpy(np.nonzero(lengths == n)[0])
+            rows = np.nonzero(lengths == n)[0]
+            at = torch.from_numpy(rows)
             outs = self.runner.prefill.run(None, {
-                **self._feeds(tokens[rows, p - n:], pos[rows, p - n:], task[rows], view[rows], role[rows, p - n:]),
+                **self._feeds(tokens[at, p - n:], pos[at, p - n:], task[at], view[at], role[at, p - n:]),
                 "attention_mask": np.ones((len(rows), n), dtype=np.int64)})
             if logits is None:
                 logits = np.zeros((b, outs[0].shape[-1]), dtype=np.float32)
-                h, d = outs[1].shape[1], outs[1].shape[3]
-                self.prompt = [np.zeros((b, h, p, d), dtype=np.float32) for _ in outs[1:]]
-            logits[rows.numpy()] = outs[0]
+                self.prompt = [np.zeros((b, o.shape[1], p, o.shape[3]), dtype=np.float32) for o in outs[1:]]
+            logits[rows] = outs[0]
             for whole, part in zip(self.prompt, outs[1:], strict=True):
-                whole[rows.numpy(), :, p - n:] = part
-        h, d = self.prompt[0].shape[1], self.prompt[0].shape[3]
-        self.past = [np.zeros((b, h, 0, d), dtype=np.float32)] * len(self.prompt)
+                whole[rows, :, p - n:] = part
+        self.past = [np.zeros_like(a[:, :, :0]) for a in self.prompt]  # no answer yet
         return torch.from_numpy(logits)
 
     def step(self, tokens, pos, task, view, role) -> torch.Tensor:

@@ -77,6 +77,10 @@ class PairTable:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def embedding_row(self, pair: int) -> int:
+        """The model's task-embedding row of a pair."""
+        return self.first_row + int(self.task_index[pair])
+
 
 def build_pairs(tasks: list[tuple[Task, bool]]) -> PairTable:
     """`tasks` pairs each task with whether its test pairs may be trained on (training tasks only)."""
@@ -185,7 +189,7 @@ class PackedRows:
             colours = random_color_perm(np.random.default_rng([self.seed, epoch, k]),
                                         movable=self.palette(int(self.table.task_index[pair])))
             enc = encode_pair(self.table.inputs[pair], self.table.outputs[pair], Augmentation(dihedral, colours))
-            docs.append((enc, self.table.first_row + int(self.table.task_index[pair]), dihedral, pair))
+            docs.append((enc, self.table.embedding_row(pair), dihedral, pair))
         return fill_row(self.row_len, docs)
 
 

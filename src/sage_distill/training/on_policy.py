@@ -38,8 +38,7 @@ def on_policy_rows(model: SageModel, packed: PackedRows, rows: int, pairs: int, 
     chosen = rng.choice(eligible, size=min(pairs, len(eligible)), replace=False)
     augs = [Augmentation(int(d), random_color_perm(rng, movable=packed.palette(int(table.task_index[p]))))
             for p, d in zip(chosen, rng.integers(8, size=len(chosen)), strict=True)]
-    jobs = [Job(table.inputs[p], a, table.first_row + int(table.task_index[p]))
-            for p, a in zip(chosen, augs, strict=True)]
+    jobs = [Job(table.inputs[p], a, table.embedding_row(p)) for p, a in zip(chosen, augs, strict=True)]
     # Decode no longer than the longest true answer among them (+ a row): a longer answer is wrong anyway.
     out_h = np.array([table.outputs[p].shape[0] for p in chosen])
     out_w = np.array([table.outputs[p].shape[1] for p in chosen])
