@@ -1,4 +1,5 @@
-# Sourced by the GPU lease scripts (gpu_arc.sh, gpu_arc_protocols.sh, gpu_distill.sh): the first call's set-up.
+# Sourced by the GPU lease scripts (gpu_arc.sh, gpu_arc_protocols.sh, gpu_distill.sh, gpu_robot*.sh): the first
+# call's set-up.
 # lease_setup W [mps]: copy the carried tree to W/code (a later call replaces the carried tree), install the
 # carried wheels into /tmp/site, name the GPU; with mps, start CUDA MPS so that several processes' kernels run
 # side by side instead of time-slicing the GPU (one small model leaves most of an H200 idle). MPS is kept only
@@ -15,4 +16,14 @@ lease_setup() {
   else
     echo quit | nvidia-cuda-mps-control 2>/dev/null; echo "MPS off"
   fi
+}
+
+# robot_setup SITE: what the robot side needs beyond lease_setup, from the folders scripts/robot_carry.sh builds:
+# glvnd's EGL libraries unpacked to / (MuJoCo renders headless through the driver's EGL), the robot wheels, and
+# the pruned metaworld unpacked into SITE (put SITE on PYTHONPATH).
+robot_setup() {
+  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+  python3 -m pip install -q --no-deps --no-index .whl-robot/*.whl 2>&1 | tail -2
+  mkdir -p "$1"
+  if [ -f .whl-robot/metaworld-pruned.tar.xz ]; then tar -xJf .whl-robot/metaworld-pruned.tar.xz -C "$1"; fi
 }

@@ -6,16 +6,9 @@
 set -uo pipefail
 W=/root/work/robot
 mkdir -p $W/res
-setup() {
-  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-  python3 -m pip install -q --no-deps --no-index .whl-robot/*.whl 2>&1 | tail -2
-  # metaworld comes as a wheel (above) or, from older carries, as this tarball put on PYTHONPATH
-  mkdir -p /root/work/site
-  if [ -f .whl-robot/metaworld-pruned.tar.xz ]; then tar -xJf .whl-robot/metaworld-pruned.tar.xz -C /root/work/site; fi
-}
 case "${1:-}" in
   start)
-    setup
+    source scripts/gpu_lease.sh && robot_setup /root/work/site
     cp -r src scripts $W/  # the pipeline runs from its own copy: later calls replace the carried tree
     (cd $W && setsid nohup bash scripts/gpu_robot_pipeline.sh "${2:-15000}" "${3:-25000}" \
         >> $W/pipeline.log 2>&1 < /dev/null &)

@@ -71,3 +71,21 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
         out, err = capsys.readouterr()
         return code, out, err
     return run
+
+
+def tiny_policy(folder: Path, **kw) -> ControlPolicy:  # noqa: F821
+    """A random tiny policy whose FiLM layers and normalisers are not at their starting values, so that the
+    chunk depends on every input (FiLM starts at zero: the observation would not reach the actions)."""
+    import torch
+
+    from sage_distill.robot.policies.sage_control import ControlConfig, ControlPolicy
+    from sage_distill.robot.train import save_policy
+
+    torch.manual_seed(0)
+    cfg = ControlConfig(width=32, depth=2, chunk=4, n_action_steps=4, flow_steps=3, **kw)
+    policy = ControlPolicy(cfg)
+    for block in policy.blocks:
+        block.film.reset_parameters()
+    policy.set_normalizers(torch.randn(64, 8) * 3 + 1, torch.randn(64, cfg.state_dim) * 2 - 1)
+    save_policy(folder, policy.state_dict(), cfg, ["reach-v3", "push-v3"])
+    return policy.eval()

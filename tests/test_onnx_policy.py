@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script
+from conftest import load_script, tiny_policy
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -23,26 +23,13 @@ from sage_distill.robot.envs import EnvPool, Variant  # noqa: E402
 from sage_distill.robot.evaluate import episode_noise, policy_batch, run_episodes  # noqa: E402
 from sage_distill.robot.onnx_policy import OnnxPolicy, export_policy  # noqa: E402
 from sage_distill.robot.policies.sage_control import ControlConfig, ControlPolicy  # noqa: E402
-from sage_distill.robot.train import load_policy, policy_hash, save_policy  # noqa: E402
+from sage_distill.robot.train import load_policy, policy_hash  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FP32_BOUND = 1e-4  # the issue's parity bound on |action difference| (measured ~1e-6)
 INT8_BOUND = 0.15  # int8 is reported, not identical: a bound on the MEAN |difference| (measured 0.045-0.075)
 CONFIGS = {"state": {"obs": "state"}, "pixels": {"obs": "pixels", "image_size": 32, "channels": (8, 8, 16, 16)}}
-
-
-def tiny_policy(folder: Path, **kw) -> ControlPolicy:
-    """A random tiny policy whose FiLM layers and normalisers are not at their starting values, so that the
-    chunk depends on every input (FiLM starts at zero: the observation would not reach the actions)."""
-    torch.manual_seed(0)
-    cfg = ControlConfig(width=32, depth=2, chunk=4, n_action_steps=4, flow_steps=3, **kw)
-    policy = ControlPolicy(cfg)
-    for block in policy.blocks:
-        block.film.reset_parameters()
-    policy.set_normalizers(torch.randn(64, 8) * 3 + 1, torch.randn(64, cfg.state_dim) * 2 - 1)
-    save_policy(folder, policy.state_dict(), cfg, ["reach-v3", "push-v3"])
-    return policy.eval()
 
 
 @pytest.fixture(scope="module")

@@ -230,7 +230,7 @@ def test_model_folders_round_trip_in_shards(tmp_path, monkeypatch, precision) ->
 
 
 def test_int4_packs_two_values_a_byte_with_a_scale_per_group() -> None:
-    from sage_distill.student.checkpoint import GROUP, dequantize, quantize
+    from sage_distill.utils.quantize import GROUP, dequantize, quantize
 
     torch.manual_seed(0)
     w = torch.randn(3, 2 * GROUP)
@@ -247,7 +247,7 @@ def test_int4_packs_two_values_a_byte_with_a_scale_per_group() -> None:
 
 
 def test_int4_scales_clip_when_that_lowers_the_error_and_never_raise_it() -> None:
-    from sage_distill.student.checkpoint import GROUP, int4_scales
+    from sage_distill.utils.quantize import GROUP, int4_scales
 
     torch.manual_seed(0)
     groups = torch.randn(64, 4, GROUP)

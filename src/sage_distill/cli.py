@@ -340,13 +340,15 @@ def robot_train(data: Annotated[Path, Opt("--data", help="LeRobot dataset from `
                 tasks: Annotated[str | None, Opt("--tasks", help="Only these tasks (mt10, mt50 or names).")] = None,
                 steps: Annotated[int | None, Opt("--steps")] = None,
                 batch: Annotated[int | None, Opt("--batch")] = None,
+                minutes: Annotated[float | None, Opt("--minutes", help="Train this long; the schedule runs on the "
+                                                                       "wall clock (equal-time arms).")] = None,
                 device: Annotated[str | None, Opt("--device", help="cpu or cuda.")] = None,
                 ) -> None:
     """Behaviour cloning of the SAGE control policy (flow matching over action chunks)."""
     from .robot.commands import train_command
     from .robot.envs import task_set
 
-    overrides = dict(obs=obs, steps=steps, batch=batch, device=device,
+    overrides = dict(obs=obs, steps=steps, batch=batch, minutes=minutes, device=device,
                      tasks=task_set(tasks) if tasks else None)
     print(train_command(data, out, config, overrides))
 
@@ -430,6 +432,18 @@ def robot_export(policy: Annotated[Path, Opt("--policy", help="Policy folder fro
     from .robot.commands import export_command
 
     print(export_command(policy, out, precision, flow_steps))
+
+
+@robot_app.command("quantize")
+def robot_quantize(policy: Annotated[Path, Opt("--policy", help="Policy folder from `robot train`.")],
+                   out: Annotated[Path, Opt("--out", help="New (or empty) policy folder.")],
+                   precision: Annotated[str, Opt("--precision", help="bf16 | int8 (weights per output row; "
+                                                                     "vectors stay fp32)")] = "int8",
+                   ) -> None:
+    """The policy folder with its weights stored in bf16 or int8; every robot command reads it."""
+    from .robot.commands import quantize_command
+
+    print(quantize_command(policy, out, precision))
 
 
 @robot_app.command("convert")
