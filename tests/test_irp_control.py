@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -126,3 +127,29 @@ def test_closed_loop_with_energy_halting_takes_fewer_steps(policy_dir: Path) -> 
     assert all(1 <= s <= plugin.K for s in steps) and r["mean_refine_steps"] < plugin.K
     early = [rec for rec in r["records"] if rec["control"]["refine_steps"] < plugin.K]
     assert all(rec["control"]["halt_reason"] == "settled" and rec["control"]["finished_early"] for rec in early)
+
+
+def test_robot_irp_command_writes_one_trace_line_per_chunk(cli, policy_dir: Path, tmp_path: Path) -> None:
+    """`robot irp`: the trace has one record per orchestrator cycle, each an action chunk with its ATP, and
+    the summary's per-episode ATP is the sum of its records'; bad input is refused before anything is
+    written."""
+    out = tmp_path / "irp"
+    code, stdout, err = cli("robot", "irp", "--policy", policy_dir, "--tasks", TASK, "--episodes", "2", "--out", out)
+    assert code == 0, err
+    records, summary = read_trace(out / "trace.jsonl"), json.loads((out / "summary.json").read_text())
+    episodes = summary["episodes"]
+    assert [e["seed"] for e in episodes] == [0, 1] and len(records) == sum(e["cycles"] for e in episodes)
+    assert all(r["control"]["chunk"] and r["control"]["atp"] > 0 for r in records)
+    first = records[: episodes[0]["cycles"]]
+    assert episodes[0]["atp"] == pytest.approx(sum(r["control"]["atp"] for r in first))
+    assert first[-1]["control"]["env_steps"] == episodes[0]["steps"]
+    assert "ATP (ms) per chunk" in stdout
+    for args, words in [(["--tasks", "push-v3"], "not trained on push-v3"),
+                        (["--protocol", "train"], "must be heldout or fixed"),
+                        (["--episodes", "0"], "must be 1..1000"),
+                        (["--out", out], "exists and is not empty")]:
+        opts = {"--policy": policy_dir, "--tasks": TASK, "--out": tmp_path / "new",
+                **dict(zip(args[::2], args[1::2], strict=True))}
+        code, _, err = cli("robot", "irp", *[str(x) for kv in opts.items() for x in kv])
+        assert code == 2 and words in err and err.count("\n") == 1, err
+        assert not (tmp_path / "new").exists()

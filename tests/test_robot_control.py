@@ -230,3 +230,21 @@ def test_eval_killed_resumes_to_the_unbroken_results(tmp_path: Path, monkeypatch
     evaluate(tmp_path / "pol", ["reach-v3"], "heldout", 1, tmp_path / "b", restart=True)
     assert len(rows("b")) == 1 and (tmp_path / "b" / "notes.txt").read_text() == "mine"
     assert (tmp_path / "b" / ".mine.tmp").exists()
+
+
+def test_demo_robot_part_runs_a_policy_and_writes_one_gif_per_task(tmp_path: Path, capsys) -> None:
+    """The demo's robot part on a tiny untrained pixel policy (the released one is exercised by `make demo`):
+    it evaluates held-out episodes, prints each task's success, writes one GIF per task and a summary, and a
+    folder without a policy is refused by name before anything is written."""
+    from conftest import tiny_policy
+    from sage_distill.demo import run_robot_demo
+
+    tiny_policy(tmp_path / "policy", obs="pixels", image_size=32, channels=(8, 8, 16, 16))
+    summary = run_robot_demo(tmp_path / "out", tmp_path / "policy", ("reach-v3",), episodes=1)
+    printed = capsys.readouterr().out
+    assert "reach-v3: 0% success (0 of 1 episodes)" in printed  # untrained: it never reaches
+    assert summary["per_task"] == {"reach-v3": 0.0} and (tmp_path / "out" / "summary.json").is_file()
+    assert [p.name for p in (tmp_path / "out" / "videos").iterdir()] == ["reach-v3_heldout0_fail.gif"]
+    with pytest.raises(SageError, match="no released control policy"):
+        run_robot_demo(tmp_path / "out2", tmp_path / "absent", ("reach-v3",), episodes=1)
+    assert not (tmp_path / "out2").exists()

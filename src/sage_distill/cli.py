@@ -120,11 +120,14 @@ def demo(out: Annotated[Path, Opt("--out")] = Path("out/demo"),
          views: Annotated[int, Opt("--views", min=1, max=1024)] = 8,
          runtime: Annotated[str | None, Opt("--runtime", help="torch (default) | onnx (graphs exported once "
                                                               "into OUT/onnx-fp32)")] = None,
-         restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False) -> None:
-    """The released SAGE model solves the first ARC-AGI-1 evaluation tasks on CPU, beside the baselines."""
+         restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False,
+         robot: Annotated[bool, Opt("--robot/--no-robot", help="Also run the released control policy on two "
+                                                                "MT10 tasks.")] = True) -> None:
+    """The released SAGE model solves the first ARC-AGI-1 evaluation tasks on CPU, beside the baselines; the
+    released control policy runs a few Meta-World episodes."""
     from .demo import run_demo
 
-    run_demo(out, model, tasks, views, runtime, restart)
+    run_demo(out, model, tasks, views, runtime, restart, robot)
 
 
 # ---------------------------------------------------------------- student: train / predict / eval
@@ -432,6 +435,22 @@ def robot_export(policy: Annotated[Path, Opt("--policy", help="Policy folder fro
     from .robot.commands import export_command
 
     print(export_command(policy, out, precision, flow_steps))
+
+
+@robot_app.command("irp")
+def robot_irp(policy: Annotated[Path, Opt("--policy", help="Policy folder (the release: models/sage-control).")],
+              out: Annotated[Path, Opt("--out", help="New (or empty) folder: trace.jsonl, summary.json.")],
+              tasks: Annotated[str, Opt("--tasks", help="mt10, mt50 or comma-separated task names.")] = "door-open-v3",
+              episodes: Annotated[int, Opt("--episodes", help="Episodes per task (seeds 0..N-1).")] = 2,
+              protocol: Annotated[str, Opt("--protocol", help="heldout or fixed.")] = "heldout",
+              device: Annotated[str, Opt("--device")] = "cpu",
+              ) -> None:
+    """Episodes run by the IRP orchestrator with the control policy as its plugin: one cycle per action
+    chunk, each cycle's ATP in the trace (`sage-distill trace show` draws it)."""
+    from .irp.control_runner import control_command
+    from .robot.envs import task_set
+
+    print(control_command(policy, task_set(tasks), episodes, out, protocol, device))
 
 
 @robot_app.command("quantize")

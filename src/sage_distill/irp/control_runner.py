@@ -91,3 +91,42 @@ def run_control_episode(policy_folder: str | Path | ControlPolicy, task: str, se
             "mean_refine_steps": float(np.mean([r["control"]["refine_steps"] for r in records])) if n else 0.0,
             "records": records, "wall_s": None if not records else round(
                 sum(r.get("wall_ms", 0.0) for r in records) / 1000.0, 4), "time": time.time()}
+
+
+def control_command(policy_dir: Path, tasks: list[str], episodes: int, out: Path, protocol: str = "heldout",
+                    device: str = "cpu") -> str:
+    """`robot irp`: `episodes` episodes of each task through the orchestrator, the policy its only plugin;
+    every cycle (one action chunk) a line of OUT/trace.jsonl with its ATP, and OUT/summary.json per episode.
+    Every check before anything is written; --out must be new or empty (a short command: rerun afresh)."""
+    from ..errors import ConfigError, check_output_dir
+    from ..robot.train import load_policy
+    from ..utils.device import check_device
+    from ..utils.io import atomic_write_json
+
+    if protocol not in ("heldout", "fixed"):
+        raise ConfigError(f"must be heldout or fixed, got {protocol!r}", where="--protocol")
+    if not 1 <= episodes <= 1000:
+        raise ConfigError(f"must be 1..1000, got {episodes}", where="--episodes")
+    check_device(device)
+    out = check_output_dir(out)
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not empty; give a new or empty folder", where="--out")
+    policy, trained = load_policy(policy_dir, device)
+    unknown = [t for t in tasks if trained and t not in trained]
+    if unknown:
+        raise ConfigError(f"the policy was not trained on {', '.join(unknown)}", where="--tasks")
+    rows = []
+    for task in tasks:
+        for seed in range(episodes):
+            r = run_control_episode(policy, task, seed, trace_path=out / "trace.jsonl", protocol=protocol,
+                                    device=device)
+            rows.append({k: v for k, v in r.items() if k not in ("records", "time")}
+                        | {"atp_per_chunk": r["atp"] / max(1, r["cycles"])})
+    per_task = {t: float(np.mean([r["success"] for r in rows if r["task"] == t])) for t in tasks}
+    atp = float(np.median([r["atp_per_chunk"] for r in rows]))
+    atomic_write_json(out / "summary.json", {"policy": str(policy_dir), "protocol": protocol, "device": device,
+                                             "per_task": per_task, "median_atp_per_chunk": atp,
+                                             "episodes": rows}, indent=1)
+    tasks_line = ", ".join(f"{t} {v:.0%}" for t, v in per_task.items())
+    return (f"{len(rows)} episodes through the orchestrator: {tasks_line}; median {atp:.1f} ATP (ms) per chunk; "
+            f"{out / 'trace.jsonl'} (one line per chunk), {out / 'summary.json'}")
