@@ -13,6 +13,7 @@ from safetensors import safe_open
 
 from conftest import tiny_policy
 from sage_distill.errors import SageError
+from sage_distill.robot.envs import MT10
 from sage_distill.robot.train import load_policy
 
 PIXELS = {"obs": "pixels", "image_size": 32, "channels": (8, 8, 16, 16)}
@@ -83,3 +84,13 @@ def test_unknown_stored_precision_is_named(fp32: Path, tmp_path: Path) -> None:
     (bad / "config.json").write_text(json.dumps({**meta, "precision": "fp16"}))
     with pytest.raises(SageError, match="precision.*fp16|fp16.*precision"):
         load_policy(bad)
+
+
+def test_the_released_control_policy_loads_in_int8_and_its_card_names_its_size() -> None:
+    folder = Path(__file__).resolve().parents[1] / "models" / "sage-control"
+    policy, tasks = load_policy(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert meta["precision"] == "int8" and sorted(tasks) == sorted(MT10)
+    assert f"{sum(p.numel() for p in policy.parameters()):,}" in card
+    assert (folder / "model.safetensors").stat().st_size <= 15 * 2**20

@@ -400,12 +400,14 @@ def robot_eval(policy: Annotated[Path, Opt("--policy", help="Policy folder from 
                                                               "--out (episodes.jsonl, summary, GIFs) first.")
                                   ] = False,
                runtime: Annotated[str, Opt("--runtime", help=ROBOT_RUNTIME_HELP)] = "torch",
+               parallel: Annotated[int, Opt("--parallel", help="Episodes stepped at once (each holds a renderer: "
+                                                                "on the CPU ~150 MB apiece).")] = 500,
                ) -> None:
     """Closed-loop success rate per task on held-out seeds, headless; a rerun resumes (same settings only)."""
     from .robot.commands import eval_command
 
     print(eval_command(policy, tasks, protocol, episodes, out, device, workers, flow_steps, videos, restart,
-                       runtime))
+                       runtime, parallel))
 
 
 @robot_app.command("latency")

@@ -84,7 +84,8 @@ def dagger_command(data: Path, out: Path, config: Path | None, overrides: dict) 
 
 
 def eval_command(policy: Path, tasks: str, protocol: str, episodes: int, out: Path, device: str, workers: int,
-                 flow_steps: int | None, videos: int, restart: bool = False, runtime: str = "torch") -> str:
+                 flow_steps: int | None, videos: int, restart: bool = False, runtime: str = "torch",
+                 parallel: int = 500) -> str:
     from ..errors import check_output_dir
     from ..utils.device import check_device
     from .envs import task_set
@@ -96,13 +97,14 @@ def eval_command(policy: Path, tasks: str, protocol: str, episodes: int, out: Pa
     _bounded(episodes, 1, MAX_EPISODES, "--episodes")
     _bounded(workers, 0, MAX_WORKERS, "--workers")
     _bounded(videos, 0, 100, "--videos")
+    _bounded(parallel, 1, 10_000, "--parallel")
     if flow_steps is not None:
         _bounded(flow_steps, 1, MAX_FLOW_STEPS, "--flow-steps")
     names = task_set(tasks)
     check_device(device)
     check_output_dir(out)
-    s = evaluate(policy, names, protocol, episodes, out, device, workers, flow_steps, videos, restart=restart,
-                 runtime=runtime)
+    s = evaluate(policy, names, protocol, episodes, out, device, workers, flow_steps, videos, parallel=parallel,
+                 restart=restart, runtime=runtime)
     return (f"{protocol} variants, {episodes} episodes/task, K={s['flow_steps']}, {s['runtime']}: mean success "
             f"{s['mean_success']:.1%} over {len(s['per_task'])} tasks; {out / 'summary.json'}")
 
