@@ -90,6 +90,8 @@ REVAL = ["robot", "eval", "--policy", "{w}/policy", "--tasks", "reach-v3", "--ep
 REVAL_PART = ["robot", "eval", "--policy", "{w}/policy", "--tasks", "reach-v3", "--episodes", "2",
               "--out", "{w}/ev_partial"]
 RLAT = ["robot", "latency", "--policy", "{w}/policy", "--task", "reach-v3"]
+RQUANT = ["robot", "quantize", "--policy", "{w}/policy", "--out", "{w}/rq"]
+RIRP = ["robot", "irp", "--policy", "{w}/policy", "--tasks", "reach-v3", "--episodes", "1", "--out", "{w}/ri"]
 RCONV = ["robot", "convert", "{w}/robot_data", "--out", "{w}/conv"]
 RSHOW = ["robot", "show", "{w}/robot_data"]
 # robot dagger: the world's tiny policy's model, so that --policy {w}/policy fits (checks only; no case rolls out)
@@ -432,6 +434,24 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
         ("--task", "reach-v3,push-v3"), ("--task", "push-v3"), ("--policy", "{w}/nope")]],
     ("robot latency", "config.json width 100000", RLAT, _edit_json(PCFG, lambda c: c["config"].update(width=100000))),
     ("robot latency", "truncated weights", RLAT, _truncate("policy/model.safetensors")),
+    # ---- robot quantize
+    *[("robot quantize", f"{o} {v}", _with(RQUANT, o, v), None) for o, v in [
+        ("--precision", "int4"), ("--precision", "fp32"), ("--precision", ""), ("--out", "{w}/afile.txt"),
+        ("--out", "{w}/afile.txt/sub"), ("--out", "{w}/robot_data"), ("--policy", "{w}/nope"),
+        ("--policy", "{w}/adir"), ("--policy", "{w}/afile.txt")]],
+    ("robot quantize", "config.json not JSON", RQUANT, _write(PCFG, "{")),
+    ("robot quantize", "config.json precision fp16", RQUANT, _edit_json(PCFG, lambda c: c.update(precision="fp16"))),
+    ("robot quantize", "config.json disagrees with weights", RQUANT,
+     _edit_json(PCFG, lambda c: c["config"].update(width=32))),
+    ("robot quantize", "truncated weights", RQUANT, _truncate("policy/model.safetensors")),
+    # ---- robot irp
+    *[("robot irp", f"{o} {v}", _with(RIRP, o, v), None) for o, v in [
+        ("--device", "tpu"), ("--device", "cuda"), ("--episodes", "0"), ("--episodes", "100000"),
+        ("--protocol", "train"), ("--tasks", "push-v9"), ("--tasks", "push-v3"), ("--out", "{w}/afile.txt"),
+        ("--out", "{w}/afile.txt/sub"), ("--out", "{w}/robot_data"), ("--policy", "{w}/nope"),
+        ("--policy", "{w}/adir")]],
+    ("robot irp", "config.json precision int3", RIRP, _edit_json(PCFG, lambda c: c.update(precision="int3"))),
+    ("robot irp", "truncated weights", RIRP, _truncate("policy/model.safetensors")),
     # ---- robot convert
     ("robot convert", "source missing", ["robot", "convert", "{w}/nope", "--out", "{w}/conv"], None),
     ("robot convert", "source a file", ["robot", "convert", "{w}/afile.txt", "--out", "{w}/conv"], None),
