@@ -67,9 +67,12 @@ def test_the_graphs_have_the_past_and_present_layout_and_a_manifest(world) -> No
     assert all(f.stat().st_size < 1 << 20 for f in graphs.iterdir())  # tiny: nothing large for CI
 
 
-def test_onnx_runtime_decodes_the_same_tokens_as_torch(world) -> None:
+@pytest.mark.parametrize("block", [8, 64])  # 8: the answer buffer grows four times over the 40 steps
+def test_onnx_runtime_decodes_the_same_tokens_as_torch(world, block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sage_distill.student import onnx_runtime
     from sage_distill.student.onnx_runtime import OnnxSage
 
+    monkeypatch.setattr(onnx_runtime, "BLOCK", block)
     _, _, model_dir, graphs = world
     model, _ = load_model(model_dir)
     rng = np.random.default_rng(1)
@@ -88,6 +91,7 @@ def test_onnx_runtime_decodes_the_same_tokens_as_torch(world) -> None:
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
     for x, y in zip(a, b, strict=True):
         assert (x.grid is None) == (y.grid is None) and abs(x.logprob - y.logprob) < 1e-3
+    assert onnx_steps.inner.past[0].shape[2] == -(-onnx_steps.inner.written // block) * block  # whole blocks
 
 
 def test_onnx_prefill_runs_each_prompt_length_without_padding(world) -> None:

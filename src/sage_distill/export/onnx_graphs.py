@@ -3,23 +3,26 @@
 - `prefill.onnx`: the left-padded prompt -> last-position logits and `present.{i}.key/value` (the
   prompt's keys and values);
 - `decode_step.onnx`: one token per sequence, the prompt's keys and values as
-  `prompt_key_values.{i}.key/value` (read, never copied), and the answer's so far as
-  `past_key_values.{i}.key/value` -> logits and the answer's presents (past length + 1).
+  `prompt_key_values.{i}.key/value` and the answer's as `past_key_values.{i}.key/value`, both read in
+  place, never copied -> logits and this token's key and value only (`present.{i}.key/value`, length 1).
 
-The prompt (the demonstrations and the test input: often thousands of tokens) is split from the
-answer (at most 931) so that a step concatenates only the answer's keys: with one past that held
-both, every step copied every layer's whole cache (docs/BENCHMARKS.md, "ONNX Runtime on the CPU").
+The caller keeps the answer's keys in a buffer that grows a block at a time and writes each step's present
+into it (`student/onnx_runtime.py`); the buffer's unwritten slots are masked out (attention_mask 0), so a
+step neither concatenates nor copies a cache. Concatenating past and present in the graph cost a third of
+a step's node time at long answers (docs/BENCHMARKS.md, "ONNX Runtime on the CPU"); before that, one past
+that held the prompt too copied every layer's whole cache each step.
 
 Inputs (int64): `input_ids` [B, L], `position_ids` [B, L, 3] (row, column, part), `task_ids`,
-`view_ids`, `role_ids` [B, L], `attention_mask` [B, prompt + past + L] (1 = a real key, 0 = left padding).
+`view_ids`, `role_ids` [B, L], `attention_mask` [B, prompt + past + L] (1 = a real key, 0 = left padding or
+an answer slot not written yet).
 A query attends to real keys at or before it and always to itself (a padding query sees only
 itself, as in the torch path). Keys and values: [B, heads, length, head_dim], float32; `i` counts
 (loop, layer) slots. Logits: [B, VOCAB] for the last position only.
 
 The task tables are the model's plus one row at the end, the mean row `SageModel.extend_tasks` gives a task
 the model has no embedding for, so a graph answers unknown tasks as the torch path does without
-adaptation. `SageModel.forward` is not used here: the wrapper reads the same submodules and
-concatenates past and new keys instead of writing a preallocated cache.
+adaptation. `SageModel.forward` is not used here: the wrapper reads the same submodules and takes its caches
+as inputs instead of writing a preallocated cache of its own.
 """
 
 from __future__ import annotations
@@ -59,20 +62,21 @@ def rms(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-              prompt: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v, spelled so that ONNX Runtime fuses the transpose into its
-    MatMul: the TorchScript exporter's SDPA transposes and scales every key (two more passes over
-    the whole past each step). With `prompt` = (keys, values) the keys are [prompt; k]: one softmax
-    over both score blocks, the prompt's keys read in place rather than concatenated."""
+def attention(q: torch.Tensor, bias: torch.Tensor, *blocks: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v over the keys of `blocks` ((keys, values) pairs, in key order),
+    spelled so that ONNX Runtime fuses the transpose into its MatMul: the TorchScript exporter's SDPA
+    transposes and scales every key (two more passes over the whole past each step). Several blocks share
+    one softmax over their score blocks, each block's keys read in place rather than concatenated."""
     q = q * q.shape[-1] ** -0.5
-    if prompt is None:
+    if len(blocks) == 1:
+        k, v = blocks[0]
         return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-2, -1)) + bias, dim=-1), v)
-    kp, vp = prompt
-    scores = torch.cat([torch.matmul(q, kp.transpose(-2, -1)), torch.matmul(q, k.transpose(-2, -1))], -1)
-    probs = torch.softmax(scores + bias, dim=-1)
-    p = kp.shape[2]
-    return torch.matmul(probs[..., :p], vp) + torch.matmul(probs[..., p:], v)
+    probs = torch.softmax(torch.cat([torch.matmul(q, k.transpose(-2, -1)) for k, _ in blocks], -1) + bias, dim=-1)
+    out, at = None, 0
+    for k, v in blocks:
+        part = torch.matmul(probs[..., at: at + k.shape[2]], v)
+        out, at = part if out is None else out + part, at + k.shape[2]
+    return out
 
 
 class DecoderGraph(nn.Module):
@@ -101,13 +105,11 @@ class DecoderGraph(nn.Module):
                 attn = block.attn
                 q, k, v = attn.qkv(rms(block.norm1, x)).view(b, n, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4)
                 q, k = apply_rope(rms(attn.q_norm, q), cos, sin), apply_rope(rms(attn.k_norm, k), cos, sin)
-                kv_prompt = None
+                presents += [k, v]  # prefill: the prompt's; a step: this token's
+                blocks = [(k, v)]
                 if self.with_past:
-                    k = torch.cat([past[2 * slot], k], dim=2)
-                    v = torch.cat([past[2 * slot + 1], v], dim=2)
-                    kv_prompt = (prompt[2 * slot], prompt[2 * slot + 1])
-                presents += [k, v]
-                out = attention(q, k, v, bias, kv_prompt)
+                    blocks = [(prompt[2 * slot], prompt[2 * slot + 1]), (past[2 * slot], past[2 * slot + 1]), (k, v)]
+                out = attention(q, bias, *blocks)
                 x = x + attn.proj(out.transpose(1, 2).reshape(b, n, -1))
                 gate, value = block.fc(rms(block.norm2, x)).chunk(2, dim=-1)
                 x = x + block.out(F.silu(gate) * value)
@@ -153,7 +155,7 @@ def export_graph(model: SageModel, path, with_past: bool, opset: int) -> None:
     for name in past_names(n):
         dyn[name] = {0: "batch", 2: "past_sequence"}
     for name in present_names(n):
-        dyn[name] = {0: "batch", 2: "total_sequence"}
+        dyn[name] = {0: "batch", 2: "sequence"}
     args = example_inputs(model, past=3 if with_past else 0)
     import warnings
 
@@ -239,14 +241,17 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
                        "task_ids": "task-table row per token (tasks.fingerprints index, or unknown_row)",
                        "view_ids": "dihedral view 0-7 per token",
                        "role_ids": "colour before the view's colour permutation, -1 for special tokens",
-                       "attention_mask": "[batch, prompt + past + sequence]: 1 a real key, 0 left padding",
+                       "attention_mask": "[batch, prompt + past + sequence]: 1 a real key, 0 left padding or "
+                                         "an answer slot not written yet",
                        "prompt_key_values.{i}.key/value": "[batch, heads, prompt, head_dim] float32 (decode_step): "
                                                           "prefill's presents, passed unchanged to every step",
                        "past_key_values.{i}.key/value": "[batch, heads, past, head_dim] float32 (decode_step): the "
-                                                        "answer's so far, empty (past 0) at the first step"},
+                                                        "answer's buffer, read in place; slots not written yet are "
+                                                        "masked"},
             "outputs": {"logits": "[batch, vocab] float32, the last position",
-                        "present.{i}.key/value": "[batch, heads, past + sequence, head_dim] float32 (prefill: "
-                                                 "the prompt's; decode_step: the answer's)"},
+                        "present.{i}.key/value": "[batch, heads, sequence, head_dim] float32 (prefill: the "
+                                                 "prompt's; decode_step: this token's, for the caller to write "
+                                                 "into its answer buffer)"},
             "tasks": {"fingerprints": fingerprints, "unknown_row": len(fingerprints) if cfg.num_tasks else 0,
                       "unknown_row_is": "the mean of the trained rows, as a new task starts"},
         }

@@ -1,8 +1,8 @@
 """The SAGE ARC model through ONNX Runtime's CPU provider: the graphs `sage-distill export` writes,
 driven by the same decoding loop as the torch path (`generate._generate`); only the model calls
-differ. The prompt's keys and values (prefill's presents) are fed to every step unchanged; the
-answer's grow by one position per step (past -> present), so each step attends over the keys written
-so far and copies only the answer's."""
+differ. The prompt's keys and values (prefill's presents) are fed to every step unchanged; the answer's
+live in a buffer that grows BLOCK positions at a time, into which each step's present (this token's key
+and value) is written in place; the slots not written yet are masked. No step copies a cache."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from ..utils import onnx_export
 from .configuration_sage import SageConfig
 
 MANIFEST = "sage-onnx.json"
-FORMAT = "sage-onnx/2"  # /2: the prompt's keys and values are inputs of their own
+FORMAT = "sage-onnx/3"  # /2: the prompt's keys and values are inputs of their own; /3: a step's present is its own
+BLOCK = 64  # answer-buffer growth: a step attends over at most BLOCK - 1 masked slots
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -54,9 +55,10 @@ class OnnxSteps:
 
     def __init__(self, runner: OnnxSage) -> None:
         self.runner = runner
-        self.mask: np.ndarray | None = None
+        self.mask: np.ndarray | None = None  # the prompt's keys: 1 real, 0 left padding
         self.prompt: list[np.ndarray] = []  # prefill's keys and values, read by every step
-        self.past: list[np.ndarray] = []  # the answer's so far
+        self.past: list[np.ndarray] = []  # the answer's buffer: `written` slots filled, the rest masked
+        self.written = 0
 
     @staticmethod
     def _feeds(tokens, pos, task, view, role) -> dict[str, np.ndarray]:
@@ -86,16 +88,28 @@ class OnnxSteps:
             logits[rows] = outs[0]
             for whole, part in zip(self.prompt, outs[1:], strict=True):
                 whole[rows, :, p - n:] = part
-        self.past = [np.zeros_like(a[:, :, :0]) for a in self.prompt]  # no answer yet
+        self.past = [np.zeros((b, a.shape[1], BLOCK, a.shape[3]), dtype=np.float32) for a in self.prompt]
+        self.written = 0
         return torch.from_numpy(logits)
 
     def step(self, tokens, pos, task, view, role) -> torch.Tensor:
-        self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), dtype=np.int64)], axis=1)
-        feeds = {**self._feeds(tokens, pos, task, view, role), "attention_mask": self.mask,
+        b, slots = self.mask.shape[0], self.past[0].shape[2]
+        if self.written == slots:  # full: grow by a block (a copy once every BLOCK steps)
+            grown = [np.zeros((b, a.shape[1], slots + BLOCK, a.shape[3]), dtype=np.float32) for a in self.past]
+            for new, old in zip(grown, self.past, strict=True):
+                new[:, :, :slots] = old
+            self.past = grown
+            slots += BLOCK
+        answer = np.zeros((b, slots + 1), dtype=np.int64)
+        answer[:, : self.written] = answer[:, -1] = 1  # written slots, and this token
+        feeds = {**self._feeds(tokens, pos, task, view, role),
+                 "attention_mask": np.concatenate([self.mask, answer], axis=1),
                  **dict(zip(self.runner.prompt_names, self.prompt, strict=True)),
                  **dict(zip(self.runner.past_names, self.past, strict=True))}
         outs = self.runner.step.run(None, feeds)
-        self.past = outs[1:]
+        for buffer, present in zip(self.past, outs[1:], strict=True):
+            buffer[:, :, self.written] = present[:, :, 0]
+        self.written += 1
         return torch.from_numpy(outs[0])
 
     def keep(self, rows: torch.Tensor) -> None:
