@@ -248,3 +248,12 @@ def test_demo_robot_part_runs_a_policy_and_writes_one_gif_per_task(tmp_path: Pat
     with pytest.raises(SageError, match="no released control policy"):
         run_robot_demo(tmp_path / "out2", tmp_path / "absent", ("reach-v3",), episodes=1)
     assert not (tmp_path / "out2").exists()
+
+
+def test_demo_without_the_policy_is_refused_before_the_arc_part(tmp_path: Path, monkeypatch) -> None:
+    from sage_distill import demo
+
+    monkeypatch.setattr(demo, "ROBOT_POLICY", tmp_path / "absent")
+    with pytest.raises(SageError, match="no released control policy.*--no-robot"):
+        demo.run_demo(tmp_path / "out", tasks=1, views=1)
+    assert not (tmp_path / "out").exists()

@@ -36,6 +36,8 @@ def run_demo(out_dir: str | Path, model_dir: str | Path | None = None, tasks: in
         raise SageError(f"{model_dir}: no released model here; run from the repository root or pass --model")
     if runtime not in ("torch", "onnx"):
         raise ConfigError(f"unknown runtime {runtime!r}; use torch or onnx", file="--runtime")
+    if robot:
+        _check_policy(ROBOT_POLICY)  # before the ARC part writes anything
     check_output_dir(out_dir)
     start = time.perf_counter()
     source = model_dir
@@ -57,12 +59,17 @@ def run_demo(out_dir: str | Path, model_dir: str | Path | None = None, tasks: in
     return report
 
 
+def _check_policy(policy_dir: Path) -> None:
+    if not (policy_dir / "config.json").is_file():
+        raise SageError(f"{policy_dir}: no released control policy here; run from the repository root or pass "
+                        "--no-robot")
+
+
 def run_robot_demo(out_dir: Path, policy_dir: Path = ROBOT_POLICY, tasks: tuple[str, ...] = ROBOT_TASKS,
                    episodes: int = ROBOT_EPISODES, restart: bool = False) -> dict:
-    """The released control policy on held-out positions of `tasks`, in this process (one torch thread's
-    worth of work per step; rendering through EGL), one GIF per task."""
-    if not (policy_dir / "config.json").is_file():
-        raise SageError(f"{policy_dir}: no released control policy here; run from the repository root")
+    """The released control policy on held-out positions of `tasks`: every episode in this process, stepped
+    together (MuJoCo renders through EGL), one GIF per task."""
+    _check_policy(policy_dir)
     from .robot.evaluate import evaluate
 
     print(f"robot: the control policy {policy_dir} on {episodes} held-out positions of {', '.join(tasks)} "
