@@ -20,11 +20,10 @@ case "${1:-}" in
     for m in $W/pol-*/metrics.jsonl; do [ -f "$m" ] && echo "$m: $(tail -1 "$m")"; done
     ls $W/res
     (cd $W && tar czf $OUT/res.tgz --exclude='*.safetensors' --exclude='*/videos' res)
-    # bf16 copies: the fp32 weights of the pixel policy (~23 MB) are over what one returned file may be
-    for p in $W/res/pol-*; do [ -f "$p/model.safetensors" ] && python3 -c "import sys, torch
-from safetensors.torch import load_file, save_file
-t = load_file(sys.argv[1]); save_file({k: v.bfloat16() if v.is_floating_point() else v for k, v in t.items()}, sys.argv[2])
-" "$p/model.safetensors" "$OUT/$(basename "$p").bf16.safetensors"; done
+    # bf16 copies (policy folders: model.safetensors + config.json): fp32 weights (~23 MB) are over what one
+    # returned file may be
+    for p in $W/res/pol-*; do [ -f "$p/model.safetensors" ] && PYTHONPATH=/root/work/site:$W/src python3 -m sage_distill \
+      robot quantize --policy "$p" --out "$OUT/$(basename "$p")-bf16" --precision bf16; done
     (cd $W/res && ls -d eval-*/videos 2>/dev/null | head -3 | while read -r v; do ls "$v" | head -2 | sed "s#^#$v/#"; done \
        | tar czf $OUT/gifs.tgz -T - 2>/dev/null)
     ls -la $OUT ;;

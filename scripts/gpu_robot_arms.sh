@@ -10,7 +10,7 @@
 # what int4 costs decides whether a control policy fits the repository's 30 MB beside the ARC models.
 # Carry [".whl", ".whl-robot", ".gl"] (scripts/robot_carry.sh builds the last two).
 #   first call:  bash scripts/gpu_robot_arms.sh start MIN
-#   later calls: bash scripts/gpu_robot_arms.sh wait SECONDS    (progress; results and bf16 weights into $OUT)
+#   later calls: bash scripts/gpu_robot_arms.sh wait SECONDS    (progress; results and bf16 policy folders into $OUT)
 # Everything lives under /root/work, outside the carried tree (a later call replaces the tree). A dry run on a
 # CPU (tiny settings; the DAgger config must have 3 rounds):
 #   GPU_WORK=/tmp/w DEVICE=cpu WORKERS=2 EPISODES=1 HELDOUT_EPISODES=1 FIXED_EPISODES=1 BC_CONFIG=tiny.yaml \
@@ -81,11 +81,10 @@ wait)
   done
   cp $W/dagger128/rounds.jsonl $W/dagger128/dagger_state.json $W/back/dagger128/ 2>/dev/null
   (cd $W && tar czf $OUT/res.tgz --exclude='*.safetensors' --exclude='*.mp4' res back)
-  # bf16 copies of the final weights: fp32 is over what one returned file may be
-  for f in $W/bc128 $W/bc224 $W/dagger128/round-003; do [ -f $f/model.safetensors ] && python3 -c "import sys, torch
-from safetensors.torch import load_file, save_file
-t = load_file(sys.argv[1]); save_file({k: v.bfloat16() if v.is_floating_point() else v for k, v in t.items()}, sys.argv[2])
-" $f/model.safetensors $OUT/$(basename ${f%/round-003}).bf16.safetensors; done
+  # bf16 copies of the final policies (folders: model.safetensors + config.json): fp32 is over what one returned
+  # file may be
+  for f in $W/bc128 $W/bc224 $W/dagger128/round-003; do [ -f $f/model.safetensors ] && \
+    $S quantize --policy $f --out $OUT/$(basename ${f%/round-003})-bf16 --precision bf16; done
   ls -la $OUT ;;
 *) echo "usage: $0 start MIN | wait SECONDS"; exit 2 ;;
 esac

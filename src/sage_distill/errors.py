@@ -78,6 +78,14 @@ def check_output_dir(path: str | Path, option: str = "--out") -> Path:
     return path
 
 
+def check_new_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """`check_output_dir` for commands that write a whole folder and never resume: it must be new or empty."""
+    path = check_output_dir(path, option)
+    if path.is_dir() and any(path.iterdir()):
+        raise ConfigError(f"{path} exists and is not empty; give a new or empty folder", file=option)
+    return path
+
+
 def _check_parent(path: Path, option: str) -> None:
     for parent in path.parents:
         if parent.exists():

@@ -98,7 +98,7 @@ def control_command(policy_dir: Path, tasks: list[str], episodes: int, out: Path
     """`robot irp`: `episodes` episodes of each task through the orchestrator, the policy its only plugin;
     every cycle (one action chunk) a line of OUT/trace.jsonl with its ATP, and OUT/summary.json per episode.
     Every check before anything is written; --out must be new or empty (a short command: rerun afresh)."""
-    from ..errors import ConfigError, check_output_dir
+    from ..errors import ConfigError, check_new_output_dir
     from ..robot.train import load_policy
     from ..utils.device import check_device
     from ..utils.io import atomic_write_json
@@ -108,9 +108,7 @@ def control_command(policy_dir: Path, tasks: list[str], episodes: int, out: Path
     if not 1 <= episodes <= 1000:
         raise ConfigError(f"must be 1..1000, got {episodes}", where="--episodes")
     check_device(device)
-    out = check_output_dir(out)
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"{out} exists and is not empty; give a new or empty folder", where="--out")
+    out = check_new_output_dir(out)
     policy, trained = load_policy(policy_dir, device)
     unknown = [t for t in tasks if trained and t not in trained]
     if unknown:

@@ -186,15 +186,13 @@ def latency_command(policy: Path, device: str, task: str, steps: str | list[int]
 def quantize_command(policy: Path, out: Path, precision: str) -> str:
     """`robot quantize`: the policy folder re-stored in bf16 or int8 (every command reads it; the release's
     precision), written whole or not at all."""
-    from ..errors import check_output_dir
+    from ..errors import check_new_output_dir
     from ..utils.onnx_export import staged_folder
     from .train import load_policy, save_policy
 
     if precision not in ("bf16", "int8"):
         raise ConfigError(f"unsupported precision {precision!r}; use bf16 or int8", where="--precision")
-    out = check_output_dir(out)
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"{out} exists and is not empty; give a new or empty folder", where="--out")
+    out = check_new_output_dir(out)
     model, tasks = load_policy(policy)  # a SageError when it is not a policy folder
     with staged_folder(out) as tmp:
         save_policy(tmp, model.state_dict(), model.cfg, tasks, precision)

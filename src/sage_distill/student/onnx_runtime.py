@@ -95,10 +95,7 @@ class OnnxSteps:
     def step(self, tokens, pos, task, view, role) -> torch.Tensor:
         b, slots = self.mask.shape[0], self.past[0].shape[2]
         if self.written == slots:  # full: grow by a block (a copy once every BLOCK steps)
-            grown = [np.zeros((b, a.shape[1], slots + BLOCK, a.shape[3]), dtype=np.float32) for a in self.past]
-            for new, old in zip(grown, self.past, strict=True):
-                new[:, :, :slots] = old
-            self.past = grown
+            self.past = [np.pad(a, ((0, 0), (0, 0), (0, BLOCK), (0, 0))) for a in self.past]
             slots += BLOCK
         answer = np.zeros((b, slots + 1), dtype=np.int64)
         answer[:, : self.written] = answer[:, -1] = 1  # written slots, and this token

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, SageError, check_output_dir
+from ..errors import ConfigError, SageError, check_new_output_dir
 
 PRECISIONS = ("fp32", "int8")
 OPSET = 17  # <= 20: what Jetson-class TensorRT 10 reads
@@ -43,9 +43,7 @@ def check_export_args(source: str | Path, out: str | Path, precision: str, optio
     if precision not in PRECISIONS:
         raise ConfigError(f"unsupported precision {precision!r}; use one of {', '.join(PRECISIONS)}",
                           file="--precision")
-    out = check_output_dir(out)
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"{out} exists and is not empty; give a new or empty folder", file="--out")
+    out = check_new_output_dir(out)
     if not Path(source).is_dir():
         raise ConfigError(f"{source}: not a folder", file=option)
     return out
