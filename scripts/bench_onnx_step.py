@@ -2,14 +2,14 @@
 per step of a batch of sequences at a few cache lengths, with the real weights (the cost does not
 depend on the tokens).
 
-    python scripts/bench_onnx_step.py --model models/sage-arc --graphs out/sage-onnx --batch 16
+    python scripts/bench_onnx_step.py --model models/sage-arc --graphs out/sage-onnx --batch 16 [--tokens 4]
 
+`--tokens N`: a step that checks N tokens per sequence (the chosen one and N - 1 drafted ones).
 `--profile` then runs ONNX Runtime's profiler over the last shape's steps and prints the step graph's node
 count after optimisation and each operator type's share of the node time (where a step's time goes).
 
 The torch path preallocates its cache for the prompt plus the longest output (931 tokens) and
-attends over the keys written so far; the ONNX graph reads the prompt's keys in place and
-concatenates the answer's.
+attends over the keys written so far; the ONNX graph reads the prompt's and the answer's keys in place.
 """
 
 from __future__ import annotations
@@ -45,35 +45,36 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--prompts", default="13,933", help="prompt lengths (13: a 2x2 input; 933: 30x30)")
     ap.add_argument("--written", default="10,467", help="tokens generated so far, per prompt length")
+    ap.add_argument("--tokens", type=int, default=1, help="tokens per sequence a step checks (1 + drafted ones)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="ONNX Runtime's per-operator profile of the last shape")
     a = ap.parse_args()
     model, _ = load_model(a.model)
     runner = OnnxSage(a.graphs)
-    cfg, b = model.config, a.batch
-    ids, pos = torch.full((b, 1), 3), torch.ones(b, 1, 3, dtype=torch.long)
-    zeros = torch.zeros(b, 1, dtype=torch.long)
+    cfg, b, n = model.config, a.batch, a.tokens
+    ids, pos = torch.full((b, n), 3), torch.ones(b, n, 3, dtype=torch.long)
+    zeros = torch.zeros(b, n, dtype=torch.long)
     for p, done in zip((int(x) for x in a.prompts.split(",")), (int(x) for x in a.written.split(",")), strict=True):
         length = p + done
         cache = KVCache.empty(cfg, b, p + MAX_OUTPUT_TOKENS, torch.device("cpu"), torch.float32)
-        cache.key_valid[:, :length + 1] = True
         cache.length = length
+        mask = torch.ones(b, 1, n, length + n, dtype=torch.bool).tril(length)  # causal among the step's tokens
 
-        def torch_step(cache=cache, length=length):
+        def torch_step(cache=cache, length=length, mask=mask):
             with torch.no_grad():
-                model(ids, pos, zeros, zeros, zeros, cache.key_valid[:, None, None, :], cache)
+                model(ids, pos, zeros, zeros, zeros, mask, cache)
             cache.length = length
 
         feeds = {"input_ids": ids.numpy(), "position_ids": pos.numpy(), "task_ids": zeros.numpy(),
                  "view_ids": zeros.numpy(), "role_ids": zeros.numpy(),
-                 "attention_mask": np.ones((b, length + 1), dtype=np.int64)}
+                 "attention_mask": np.ones((b, length + n), dtype=np.int64)}
         rng = np.random.default_rng(0)
-        for names, n in ((runner.prompt_names, p), (runner.past_names, done)):  # prompt, then the answer so far
+        for names, count in ((runner.prompt_names, p), (runner.past_names, done)):  # prompt, then the answer so far
             for name in names:
-                feeds[name] = rng.standard_normal((b, cfg.heads, n, cfg.head_dim), dtype=np.float32)
+                feeds[name] = rng.standard_normal((b, cfg.heads, count, cfg.head_dim), dtype=np.float32)
         t_wall, t_cpu = _time(torch_step, a.repeat)
         o_wall, o_cpu = _time(lambda feeds=feeds: runner.step.run(None, feeds), a.repeat)
-        print(json.dumps({"batch": b, "prompt": p, "keys": length + 1, "torch_ms": round(t_wall, 1),
+        print(json.dumps({"batch": b, "tokens": n, "prompt": p, "keys": length + n, "torch_ms": round(t_wall, 1),
                           "torch_cpu_ms": round(t_cpu, 1), "onnx_ms": round(o_wall, 1), "onnx_cpu_ms": round(o_cpu, 1),
                           "onnx_precision": runner.precision, "threads": torch.get_num_threads()}), flush=True)
     if a.profile:

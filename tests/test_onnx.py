@@ -34,7 +34,7 @@ class Recording:
     """Steps that remember every step's argmax token, to compare runtimes token by token."""
 
     def __init__(self, steps) -> None:
-        self.inner, self.device, self.tokens, self.logits = steps, steps.device, [], []
+        self.inner, self.device, self.tokens, self.logits, self.kept = steps, steps.device, [], [], []
 
     def prefill(self, *args):
         out = self.inner.prefill(*args)
@@ -42,10 +42,14 @@ class Recording:
         return out
 
     def step(self, tokens, *args):
-        self.tokens.append(tokens[:, 0].clone())
+        self.tokens.append(tokens.clone())
         out = self.inner.step(tokens, *args)
         self.logits.append(out.clone())
         return out
+
+    def commit(self, counts) -> None:
+        self.kept.append(counts.copy())
+        self.inner.commit(counts)
 
     def keep(self, rows) -> None:
         self.inner.keep(rows)
@@ -86,12 +90,15 @@ def test_onnx_runtime_decodes_the_same_tokens_as_torch(world, block: int, monkey
     b = _generate(onnx_steps, jobs, max_new=40)
     assert len(torch_steps.tokens) == len(onnx_steps.tokens) > 16
     for x, y in zip(torch_steps.tokens, onnx_steps.tokens, strict=True):
-        assert torch.equal(x, y)
+        assert torch.equal(x, y)  # the chosen token and the same guesses after it
+    assert all(np.array_equal(x, y) for x, y in zip(torch_steps.kept, onnx_steps.kept, strict=True))
+    assert sum(int((k > 1).sum()) for k in onnx_steps.kept) > 0  # some rows kept guesses (the cache has holes)
     for x, y in zip(torch_steps.logits, onnx_steps.logits, strict=True):
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
     for x, y in zip(a, b, strict=True):
         assert (x.grid is None) == (y.grid is None) and abs(x.logprob - y.logprob) < 1e-3
-    assert onnx_steps.inner.past[0].shape[2] == -(-onnx_steps.inner.written // block) * block  # whole blocks
+    inner = onnx_steps.inner  # whole blocks, grown only when a step's tokens did not fit
+    assert inner.past[0].shape[2] % block == 0 and inner.past[0].shape[2] - block < inner.written + inner.fed
 
 
 def test_onnx_prefill_runs_each_prompt_length_without_padding(world) -> None:

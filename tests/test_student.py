@@ -94,12 +94,13 @@ def test_cached_decoding_reproduces_the_full_forward_pass() -> None:
     mask = torch.ones(p, p, dtype=torch.bool).tril()[None, None]
     steps = [m(t(e.tokens[:p]), t(e.pos[:p]), torch.full((1, p), 2), torch.full((1, p), 5), t(e.role[:p]), mask,
                cache)[:, -1]]
-    row, col = torch.ones(1, dtype=torch.long), torch.ones(1, dtype=torch.long)
+    row, col = np.ones(1, dtype=np.int64), np.ones(1, dtype=np.int64)
     for i in range(p, n - 1):
-        tok = torch.tensor([int(e.tokens[i])])
+        tok = np.array([int(e.tokens[i])])
         pos, row, col = advance(tok, row, col)
         assert pos[0].tolist() == e.pos[i].tolist()  # the decoder's cursor places tokens as training did
         cache.key_valid[:, cache.length] = True
+        tok, pos = torch.from_numpy(tok), torch.from_numpy(pos)
         steps.append(m(tok[:, None], pos[:, None], torch.full((1, 1), 2), torch.full((1, 1), 5),
                        torch.tensor([[int(e.role[i])]]), cache.key_valid[:, None, None, :], cache)[:, -1])
     assert torch.allclose(torch.cat(steps), full[0, p - 1:n - 1], atol=1e-5)
@@ -132,7 +133,7 @@ def test_a_model_that_writes_the_answer_is_decoded_and_mapped_back() -> None:
         return logits
     m.forward = forced
     aug = Augmentation(2, (0, 5, 2, 4, 3, 1, 6, 7, 8, 9))  # colour 4 is written as 3 under this view
-    (c,) = generate(m, [Job(grid([1, 2]), aug, 0)], max_new=10)
+    (c,) = generate(m, [Job(grid([1, 2]), aug, 0)], max_new=10, drafts=0)  # the script counts calls: one token each
     assert c.grid.tolist() == [[4, 4]] and -1e-3 < c.logprob <= 0
 
 
@@ -170,7 +171,8 @@ def _decoder_logprob(m: SageModel, job: Job, out: np.ndarray) -> float:
     for k in range(full.output_start + 1, len(full.tokens)):
         total += float(torch.log_softmax(logits[0].float(), -1)[full.tokens[k]])
         logits = steps.step(t(full.tokens[k:k + 1]), t(full.pos[k:k + 1]), torch.tensor([[job.task_row]]),
-                            torch.tensor([[job.aug.dihedral]]), t(full.role[k:k + 1]))
+                            torch.tensor([[job.aug.dihedral]]), t(full.role[k:k + 1]))[:, -1]
+        steps.commit(np.array([1]))
     return total
 
 

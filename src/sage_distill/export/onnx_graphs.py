@@ -62,11 +62,16 @@ def rms(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight
 
 
-def attention(q: torch.Tensor, bias: torch.Tensor, *blocks: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def attention(q: torch.Tensor, bias: torch.Tensor, *blocks: tuple[torch.Tensor, torch.Tensor],
+              per_query: bool = False) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v over the keys of `blocks` ((keys, values) pairs, in key order),
     spelled so that ONNX Runtime fuses the transpose into its MatMul: the TorchScript exporter's SDPA
     transposes and scales every key (two more passes over the whole past each step). Several blocks share
     one softmax over their score blocks, each block's keys read in place rather than concatenated."""
+    if per_query:
+        q, bias = q.unsqueeze(-2), bias.unsqueeze(-2)
+        blocks = tuple((k.unsqueeze(2), v.unsqueeze(2)) for k, v in blocks)
+        return attention(q, bias, *blocks).squeeze(-2)
     q = q * q.shape[-1] ** -0.5
     if len(blocks) == 1:
         k, v = blocks[0]
@@ -74,8 +79,8 @@ def attention(q: torch.Tensor, bias: torch.Tensor, *blocks: tuple[torch.Tensor, 
     probs = torch.softmax(torch.cat([torch.matmul(q, k.transpose(-2, -1)) for k, _ in blocks], -1) + bias, dim=-1)
     out, at = None, 0
     for k, v in blocks:
-        part = torch.matmul(probs[..., at: at + k.shape[2]], v)
-        out, at = part if out is None else out + part, at + k.shape[2]
+        part = torch.matmul(probs[..., at: at + k.shape[-2]], v)
+        out, at = part if out is None else out + part, at + k.shape[-2]
     return out
 
 
@@ -109,12 +114,12 @@ class DecoderGraph(nn.Module):
                 blocks = [(k, v)]
                 if self.with_past:
                     blocks = [(prompt[2 * slot], prompt[2 * slot + 1]), (past[2 * slot], past[2 * slot + 1]), (k, v)]
-                out = attention(q, bias, *blocks)
+                out = attention(q, bias, *blocks, per_query=self.with_past)
                 x = x + attn.proj(out.transpose(1, 2).reshape(b, n, -1))
                 gate, value = block.fc(rms(block.norm2, x)).chunk(2, dim=-1)
                 x = x + block.out(F.silu(gate) * value)
                 slot += 1
-        return (m.head(rms(m.norm, x[:, -1])).float(), *presents)
+        return (m.head(rms(m.norm, x if self.with_past else x[:, -1])).float(), *presents)
 
 
 def with_unknown_row(model: SageModel) -> SageModel:

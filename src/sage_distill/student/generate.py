@@ -17,8 +17,11 @@ import torch
 
 from ..arc.augment import IDENTITY_COLORS, Augmentation, random_color_perm
 from .configuration_sage import END, NEWLINE
+from .drafts import draft
 from .modeling_sage import KVCache, SageModel
 from .sequences import MAX_OUTPUT_TOKENS, MAX_SIZE, decode_output, encode_pair
+
+DRAFTS = 3  # guessed tokens per greedy step: docs/BENCHMARKS.md, "Drafted tokens"
 
 
 @dataclass
@@ -36,28 +39,28 @@ class Candidate:
     logprob: float  # summed log-probability of the generated tokens
 
 
-def advance(token: torch.Tensor, row: torch.Tensor, col: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def advance(token: np.ndarray, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Position of an output token emitted at the cursor (row, col), and the cursor after it
     (the rule of `sequences.encode_pair`: <end> sits at column 0, a newline opens the next row)."""
     is_end, is_newline = token == END, token == NEWLINE
-    pos = torch.stack([row, torch.where(is_end, torch.zeros_like(col), col), torch.ones_like(row)], -1)
-    return pos, row + is_newline.long(), torch.where(is_newline, torch.ones_like(col), col + 1)
+    pos = np.stack([row, np.where(is_end, 0, col), np.ones_like(row)], -1)
+    return pos, row + is_newline, np.where(is_newline, 1, col + 1)
 
 
 class TorchSteps:
     """The model calls of `_generate` on a torch SageModel: a preallocated KV cache that every step
-    attends over whole, `key_valid` masking what is not written or is left padding."""
+    attends over whole, `key_valid` masking what is not written, not kept or is left padding."""
 
     def __init__(self, model: SageModel) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.cache: KVCache | None = None
+        self.fed = 0  # tokens of the last step, each row keeping the first `commit` says
 
     def prefill(self, tokens, pos, task, view, role, valid, max_new: int) -> torch.Tensor:
         """Left-padded prompts [B, P] -> last-position logits [B, VOCAB]; task, view: [B, 1]."""
         b, p = tokens.shape
-        self.cache = KVCache.empty(self.model.config, b, p + max_new, self.device,
+        self.cache = KVCache.empty(self.model.config, b, p + max_new + 2 * DRAFTS, self.device,
                                    next(self.model.parameters()).dtype)
         self.cache.key_valid[:, :p] = valid
         causal = torch.ones(p, p, dtype=torch.bool, device=self.device).tril()
@@ -66,10 +69,25 @@ class TorchSteps:
         return self.model(tokens, pos, task.expand(b, p), view.expand(b, p), role, mask, self.cache)[:, -1]
 
     def step(self, tokens, pos, task, view, role) -> torch.Tensor:
-        """One token per sequence ([B, 1]) -> logits [B, VOCAB]."""
+        """N tokens per sequence ([B, N], causal among themselves) -> logits [B, N, VOCAB]."""
+        cache, (b, n) = self.cache, tokens.shape
+        start = cache.length
+        if start + n > cache.k.shape[3]:  # rows kept different counts for long: room for another answer
+            cache.grow(MAX_OUTPUT_TOKENS)
+        causal = torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
+        mask = torch.cat([cache.key_valid[:, None, None, :start].expand(b, 1, n, start),
+                          causal.expand(b, 1, n, n)], -1)
+        self.fed = n
+        return self.model(tokens, pos, task.expand(b, n), view.expand(b, n), role, mask, cache)
+
+    def commit(self, counts: np.ndarray) -> None:
+        """Row i keeps the first counts[i] tokens of the last step; the cache's write position moves past the
+        most any row kept, the other rows' unkept slots staying masked."""
         cache = self.cache
-        cache.key_valid[:, cache.length] = True
-        return self.model(tokens, pos, task, view, role, cache.key_valid[:, None, None, :], cache)[:, -1]
+        start = cache.length - self.fed
+        kept = torch.arange(self.fed, device=self.device)[None] < torch.as_tensor(counts, device=self.device)[:, None]
+        cache.key_valid[:, start:start + self.fed] = kept
+        cache.length = start + int(counts.max())
 
     def keep(self, rows: torch.Tensor) -> None:
         self.cache.keep(rows)
@@ -77,26 +95,31 @@ class TorchSteps:
 
 @torch.no_grad()
 def generate(model, jobs: list[Job], max_new: int = MAX_OUTPUT_TOKENS, temperature: float = 0.0,
-             generator: torch.Generator | None = None) -> list[Candidate]:
+             generator: torch.Generator | None = None, drafts: int = DRAFTS) -> list[Candidate]:
     """Decode every job in one batch: greedy, or sampled at `temperature` > 0 (on-policy distillation).
     `model`: a SageModel, or any runner with a `steps()` method returning an object like `TorchSteps`
-    (the ONNX Runtime one: `student.onnx_runtime`)."""
+    (the ONNX Runtime one: `student.onnx_runtime`). `drafts`: tokens guessed per greedy step (`drafts.py`)."""
     if not isinstance(model, SageModel):
-        return _generate(model.steps(), jobs, max_new, temperature, generator)
+        return _generate(model.steps(), jobs, max_new, temperature, generator, drafts)
     if next(model.parameters()).device.type != "cuda":
-        return _generate(TorchSteps(model), jobs, max_new, temperature, generator)
+        return _generate(TorchSteps(model), jobs, max_new, temperature, generator, drafts)
     # cuDNN's attention spent ~1.7 ms of CPU per call here (measured, bench_decode --profile on an
     # H200), more than the whole step's GPU time: use the memory-efficient kernel instead.
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-        return _generate(TorchSteps(model), jobs, max_new, temperature, generator)
+        return _generate(TorchSteps(model), jobs, max_new, temperature, generator, drafts)
 
 
 def _generate(steps, jobs: list[Job], max_new: int, temperature: float = 0.0,
-              generator: torch.Generator | None = None) -> list[Candidate]:
+              generator: torch.Generator | None = None, drafts: int = DRAFTS) -> list[Candidate]:
     """The decoding loop shared by every runtime: left padding, the position cursor, colour roles
-    through the inverse permutation, <end> handling and the candidates' summed log-probability."""
+    through the inverse permutation, <end> handling and the candidates' summed log-probability.
+
+    Greedy decoding is speculative: each step feeds the token just chosen and `drafts` guessed ones
+    (`drafts.draft`), and a row keeps the guesses, in order, while each equals the argmax the model gives
+    before it. The tokens are the one-token-a-step greedy ones (the same argmaxes of the same causal
+    model); a step only advances further when the guesses are right. Sampling guesses nothing."""
     device = steps.device
     enc = [encode_pair(j.grid, None, j.aug) for j in jobs]
     b, p = len(jobs), max(len(e.tokens) for e in enc)
@@ -112,45 +135,82 @@ def _generate(steps, jobs: list[Job], max_new: int, temperature: float = 0.0,
     tokens, pos, role, valid = tokens.to(device), pos.to(device), role.to(device), valid.to(device)
     task = torch.tensor([j.task_row for j in jobs], device=device)[:, None]
     view = torch.tensor([j.aug.dihedral for j in jobs], device=device)[:, None]
-    inverse = torch.tensor(np.stack([np.argsort(np.asarray(j.aug.colors)) for j in jobs]), device=device)
+    inverse = np.stack([np.argsort(np.asarray(j.aug.colors)) for j in jobs])
+    grids = [j.aug.apply(j.grid) for j in jobs]  # what the drafts copy: the input as its view shows it
+    k = drafts if temperature == 0 else 0
 
-    logits = steps.prefill(tokens, pos, task, view, role, valid, max_new)
+    logits = steps.prefill(tokens, pos, task, view, role, valid, max_new)  # [B, VOCAB]: after the last token
 
-    out = torch.full((b, max_new), END, dtype=torch.long, device=device)
-    logprob = torch.zeros(b, device=device)
-    live = torch.arange(b, device=device)  # batch rows still decoding -> original job index
-    done = torch.zeros(b, dtype=torch.bool, device=device)
-    row = torch.ones(b, dtype=torch.long, device=device)
-    col = torch.ones(b, dtype=torch.long, device=device)
-    for t in range(max_new):
+    out = np.full((b, max_new), END, dtype=np.int64)
+    length = np.zeros(b, dtype=np.int64)  # output tokens so far, per job
+    logprob = np.zeros(b)
+    live = np.arange(b)  # batch rows still decoding -> job index
+    done = np.zeros(b, dtype=bool)
+    row, col = np.ones(b, dtype=np.int64), np.ones(b, dtype=np.int64)
+    width = np.zeros(b, dtype=np.int64)  # the output's first-row width, 0 while its first row is open
+
+    def emit(token: np.ndarray, logp: np.ndarray, taking: np.ndarray) -> np.ndarray:
+        """Append token[i] to the rows `taking` and move their cursors; returns the tokens' positions."""
+        nonlocal row, col, done
+        at = live[taking]
+        out[at, length[at]] = token[taking]
+        length[at] += 1
+        logprob[at] += logp[taking]
+        tok_pos, new_row, new_col = advance(token, row, col)
+        opens = taking & (token == NEWLINE) & (width == 0)
+        width[opens] = col[opens] - 1
+        row, col = np.where(taking, new_row, row), np.where(taking, new_col, col)
+        ended = (token == END) | (row > MAX_SIZE + 1) | (col > MAX_SIZE + 1) | (length[live] == max_new)
+        done = done | (taking & ended)
+        return tok_pos
+
+    def as_t(x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, device=device)
+
+    while True:
         step_logp = torch.log_softmax(logits.float(), dim=-1)
         if temperature > 0:
             drawn = torch.multinomial(torch.softmax(logits.float() / temperature, -1), 1, generator=generator)[:, 0]
         else:
             drawn = step_logp.argmax(-1)
-        nxt = torch.where(done, END, drawn)
-        logprob[live] += torch.where(done, 0.0, step_logp.gather(1, nxt[:, None])[:, 0])
-        out[live, t] = nxt
-        tok_pos, row, col = advance(nxt, row, col)
-        tok_role = torch.where(nxt < 10, inverse.gather(1, nxt.clamp(max=9)[:, None])[:, 0], -1)
-        done = done | (nxt == END) | (row > MAX_SIZE + 1) | (col > MAX_SIZE + 1)
-        if t == max_new - 1:
+        nxt = np.where(done, END, drawn.cpu().numpy())
+        tok_pos = emit(nxt, step_logp.gather(1, as_t(nxt)[:, None])[:, 0].cpu().numpy(), ~done)
+        if done.all():
             break
-        if t % 16 == 15:  # every few steps: stop when all are done, and drop finished rows when many are
-            n_done = int(done.sum())
-            if n_done == len(done):
-                break
-            if n_done * 2 >= len(done):
-                keep = (~done).nonzero()[:, 0]
-                steps.keep(keep)
-                live, done, row, col, nxt, tok_pos, tok_role = (x[keep] for x in (live, done, row, col, nxt, tok_pos,
-                                                                                   tok_role))
-                task, view, inverse = task[keep], view[keep], inverse[keep]
-        logits = steps.step(nxt[:, None], tok_pos[:, None], task, view, tok_role[:, None])
+        if done.sum() * 2 >= len(done):  # drop finished rows when many are (a copy of the cache)
+            keep = np.nonzero(~done)[0]
+            steps.keep(as_t(keep))
+            live, done, row, col, width, nxt, tok_pos, inverse = (x[keep] for x in (live, done, row, col, width, nxt,
+                                                                                     tok_pos, inverse))
+            task, view = task[keep], view[keep]
+        # Feed the chosen token and k guesses after it, each at the position the cursor gives it.
+        guess = np.full((len(live), k), END, dtype=np.int64)
+        for i, (j, r, c, w) in enumerate(zip(live, row, col, width, strict=True)):
+            if k and not done[i]:
+                guess[i] = draft(grids[j], out[j, :length[j]], r, c, w, k)
+        fed, fed_pos, r, c = np.concatenate([nxt[:, None], guess], 1), [tok_pos], row, col
+        for i in range(k):
+            at, r, c = advance(guess[:, i], r, c)
+            fed_pos.append(at)
+        fed_role = np.where(fed < 10, np.take_along_axis(inverse, np.minimum(fed, 9), 1), -1)
+        every = steps.step(as_t(fed), as_t(np.stack(fed_pos, 1)), task, view, as_t(fed_role))  # [B, 1 + k, VOCAB]
+        # Keep the guesses, in order, while each is the argmax of the logits before it.
+        kept = np.ones(len(live), dtype=np.int64)
+        if k:
+            guess_logp = torch.log_softmax(every[:, :k].float(), -1)
+            best = guess_logp.argmax(-1).cpu().numpy()
+            guess_logp = guess_logp.gather(-1, as_t(guess)[..., None])[..., 0].cpu().numpy()
+            taking = ~done
+            for i in range(k):
+                taking = taking & (best[:, i] == guess[:, i])
+                emit(guess[:, i], guess_logp[:, i], taking)
+                kept += taking
+                taking = taking & ~done
+        steps.commit(kept)
+        logits = every[torch.arange(len(live), device=device), as_t(kept - 1)]
 
-    generated, scores = out.cpu().numpy(), logprob.cpu().tolist()
     results = []
-    for j, toks, lp in zip(jobs, generated, scores, strict=True):
+    for j, toks, lp in zip(jobs, out, logprob.tolist(), strict=True):
         grid = decode_output(toks)
         results.append(Candidate(None if grid is None else j.aug.invert(grid), lp))
     return results

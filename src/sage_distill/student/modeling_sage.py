@@ -62,6 +62,12 @@ class KVCache:
         return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
                        torch.zeros(batch, max_len, dtype=torch.bool, device=device))
 
+    def grow(self, extra: int) -> None:
+        """Room for `extra` more positions (a copy)."""
+        pad = (0, 0, 0, extra)
+        self.k, self.v = F.pad(self.k, pad), F.pad(self.v, pad)
+        self.key_valid = F.pad(self.key_valid, (0, extra))
+
     def keep(self, rows: torch.Tensor) -> None:
         """Drop finished sequences: keep only `rows` of the batch."""
         self.k, self.v = self.k[:, rows], self.v[:, rows]

@@ -15,7 +15,8 @@ from ..utils import onnx_export
 from .configuration_sage import SageConfig
 
 MANIFEST = "sage-onnx.json"
-FORMAT = "sage-onnx/3"  # /2: the prompt's keys and values are inputs of their own; /3: a step's present is its own
+FORMAT = "sage-onnx/4"  # /2: the prompt's keys and values are inputs of their own; /3: a step's present is its own;
+# /4: a step takes several tokens and returns the logits of each (drafted tokens, `student/drafts.py`)
 BLOCK = 64  # answer-buffer growth: a step attends over at most BLOCK - 1 masked slots
 
 
@@ -57,8 +58,9 @@ class OnnxSteps:
         self.runner = runner
         self.mask: np.ndarray | None = None  # the prompt's keys: 1 real, 0 left padding
         self.prompt: list[np.ndarray] = []  # prefill's keys and values, read by every step
-        self.past: list[np.ndarray] = []  # the answer's buffer: `written` slots filled, the rest masked
-        self.written = 0
+        self.past: list[np.ndarray] = []  # the answer's buffer: slots before `written` filled, the rest masked
+        self.answer = np.zeros((0, 0), dtype=np.int64)  # [B, slots]: 1 where a row kept the token written there
+        self.written = self.fed = 0
 
     @staticmethod
     def _feeds(tokens, pos, task, view, role) -> dict[str, np.ndarray]:
@@ -89,28 +91,37 @@ class OnnxSteps:
             for whole, part in zip(self.prompt, outs[1:], strict=True):
                 whole[rows, :, p - n:] = part
         self.past = [np.zeros((b, a.shape[1], BLOCK, a.shape[3]), dtype=np.float32) for a in self.prompt]
-        self.written = 0
+        self.answer = np.zeros((b, BLOCK), dtype=np.int64)  # 1: a kept token's slot
+        self.written, self.fed = 0, 0
         return torch.from_numpy(logits)
 
     def step(self, tokens, pos, task, view, role) -> torch.Tensor:
-        b, slots = self.mask.shape[0], self.past[0].shape[2]
-        if self.written == slots:  # full: grow by a block (a copy once every BLOCK steps)
-            self.past = [np.pad(a, ((0, 0), (0, 0), (0, BLOCK), (0, 0))) for a in self.past]
-            slots += BLOCK
-        answer = np.zeros((b, slots + 1), dtype=np.int64)
-        answer[:, : self.written] = answer[:, -1] = 1  # written slots, and this token
+        """N tokens per sequence ([B, N]) -> logits [B, N, VOCAB]; their keys and values are written into the
+        answer buffer at `written`, and `commit` says how many of each row's count."""
+        (b, n), slots = tokens.shape, self.past[0].shape[2]
+        if self.written + n > slots:  # full: grow by blocks (a copy once every BLOCK kept tokens or so)
+            extra = BLOCK * -(-(self.written + n - slots) // BLOCK)
+            self.past = [np.pad(a, ((0, 0), (0, 0), (0, extra), (0, 0))) for a in self.past]
+            self.answer = np.pad(self.answer, ((0, 0), (0, extra)))
         feeds = {**self._feeds(tokens, pos, task, view, role),
-                 "attention_mask": np.concatenate([self.mask, answer], axis=1),
+                 "attention_mask": np.concatenate([self.mask, self.answer, np.ones((b, n), np.int64)], axis=1),
                  **dict(zip(self.runner.prompt_names, self.prompt, strict=True)),
                  **dict(zip(self.runner.past_names, self.past, strict=True))}
         outs = self.runner.step.run(None, feeds)
         for buffer, present in zip(self.past, outs[1:], strict=True):
-            buffer[:, :, self.written] = present[:, :, 0]
-        self.written += 1
+            buffer[:, :, self.written:self.written + n] = present
+        self.fed = n
         return torch.from_numpy(outs[0])
+
+    def commit(self, counts: np.ndarray) -> None:
+        """Row i keeps the first counts[i] tokens of the last step; the next step writes past the most any row
+        kept, the other rows' unkept slots staying masked."""
+        self.answer[:, self.written:self.written + self.fed] = np.arange(self.fed)[None] < counts[:, None]
+        self.written += int(counts.max())
 
     def keep(self, rows: torch.Tensor) -> None:
         idx = rows.numpy()
         self.mask = self.mask[idx]
         self.prompt = [np.ascontiguousarray(a[idx]) for a in self.prompt]
         self.past = [np.ascontiguousarray(a[idx]) for a in self.past]
+        self.answer = self.answer[idx]
