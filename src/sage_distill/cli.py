@@ -158,6 +158,8 @@ ADAPT_MODE_HELP = ("all (default): adaptation trains the new task rows and every
 RUNTIME_HELP = "torch | onnx (ONNX Runtime on the CPU; --model is then a folder from `sage-distill export`)"
 
 
+DRAFTS_HELP = ("Tokens guessed per greedy decoding step and checked in it (speculative decoding: the answers are "
+               "the one-token-a-step ones); 0: no guesses. Default: 3")
 CURVE_HELP = ("Also answer from the first N views of the same decoding, for each N of a comma-separated list "
               "(e.g. 8,32): the pass@2 vs views curve from one run")
 
@@ -173,7 +175,7 @@ def _predict_config(curve: str = "", **options):
     except ValueError:
         raise SageError(f"give view counts separated by commas, e.g. 8,32 (got {curve!r})", file="--curve") from None
     try:
-        return PredictConfig(curve=counts, **options)
+        return PredictConfig(curve=counts, **{k: v for k, v in options.items() if v is not None})
     except ValidationError as e:
         first = e.errors()[0]
         raise SageError(f"{first['msg']} (got {first.get('input')})",
@@ -195,13 +197,15 @@ def predict(model: Annotated[Path, Opt("--model")], challenges: Annotated[Path, 
             runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch",
             rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0,
             curve: Annotated[str, Opt("--curve", help=CURVE_HELP)] = "",
+            drafts: Annotated[int | None, Opt("--drafts", help=DRAFTS_HELP)] = None,
             restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False) -> None:
     """Solve every task of a challenges file (no answers needed) into an ARC Prize submission; a rerun after a
     kill resumes (same settings only)."""
     from .evaluation.predict import predict_file, summary_line
 
     cfg = _predict_config(curve, views=views, adapt_minutes=adapt_minutes, minutes=minutes, device=device,
-                          batch=batch, seed=seed, runtime=runtime, rescore=rescore, adapt_mode=adapt_mode)
+                          batch=batch, seed=seed, runtime=runtime, rescore=rescore, adapt_mode=adapt_mode,
+                          drafts=drafts)
     print(summary_line(out, predict_file(model, challenges, out, cfg, limit, restart)))
 
 
@@ -220,13 +224,15 @@ def evaluate(model: Annotated[Path, Opt("--model")], dataset: Annotated[str, Opt
              runtime: Annotated[str, Opt("--runtime", help=RUNTIME_HELP)] = "torch",
              rescore: Annotated[int, Opt("--rescore", help=RESCORE_HELP)] = 0,
              curve: Annotated[str, Opt("--curve", help=CURVE_HELP)] = "",
+             drafts: Annotated[int | None, Opt("--drafts", help=DRAFTS_HELP)] = None,
              restart: Annotated[bool, Opt("--restart", help=RESTART_HELP)] = False) -> None:
     """Export -> predict -> score (beside the baselines) -> renders, in one folder; a rerun after a kill resumes
     its predictions (same settings only)."""
     from .evaluation.model_eval import evaluate_model
 
     cfg = _predict_config(curve, views=views, adapt_minutes=adapt_minutes, minutes=minutes, device=device,
-                          batch=batch, seed=seed, runtime=runtime, rescore=rescore, adapt_mode=adapt_mode)
+                          batch=batch, seed=seed, runtime=runtime, rescore=rescore, adapt_mode=adapt_mode,
+                          drafts=drafts)
     evaluate_model(model, dataset, split, out, cfg, limit, restart=restart)
 
 

@@ -34,7 +34,7 @@ from ..arc.datasets import load_challenges
 from ..arc.task import Task, fingerprint
 from ..errors import PredictionError, SageError
 from ..student.checkpoint import INDEX, load_model
-from ..student.generate import Job, Tally, generate, rescore, view_augmentations
+from ..student.generate import DRAFTS, Job, Tally, generate, rescore, view_augmentations
 from ..student.modeling_sage import SageModel
 from ..training.adapt import adapt_tasks, shared_parameters
 from ..utils.device import check_device
@@ -64,6 +64,9 @@ class PredictConfig(BaseModel):
     # of experts) before the top two are chosen; 0 keeps the vote. Costs one teacher-forced pass per
     # (candidate, view): cheap on a GPU, several seconds a task on a CPU.
     rescore: int = Field(0, ge=0, le=64)
+    # Tokens guessed per greedy decoding step (`student/drafts.py`); the answers are the one-token-a-step ones,
+    # 0 turns the guessing off. 3 is fastest on a 2-core CPU (docs/BENCHMARKS.md, "Drafted tokens").
+    drafts: int = Field(DRAFTS, ge=0, le=16)
     # Also answer from the first N views of the same decoding, for each N here (by the vote): the pass@2 vs
     # views curve from one run instead of one run per view count.
     curve: list[int] = Field(default_factory=list, max_length=16)
@@ -112,7 +115,8 @@ def load_runner(model_dir: str | Path, cfg: PredictConfig):
 # What each resume setting is called on the command line, for the refusal message.
 SETTING_NAMES = {"model_sha256": "--model (its files' sha256)", "challenges_sha256": "--challenges (its sha256)",
                  "views": "--views", "seed": "--seed", "runtime": "--runtime", "device": "--device",
-                 "adapt_minutes": "--adapt-minutes", "adapt_steps": "adapt_steps", "adapt_mode": "--adapt-mode"}
+                 "adapt_minutes": "--adapt-minutes", "adapt_steps": "adapt_steps", "adapt_mode": "--adapt-mode",
+                 "drafts": "--drafts"}
 ADAPT_KEYS = ("model_sha256", "seed", "adapt_minutes", "adapt_steps", "adapt_mode")  # what an adaptation depends on
 
 
@@ -135,7 +139,7 @@ def resume_settings(model_dir: str | Path, cfg: PredictConfig, challenges: str |
     out = {"model_sha256": model_sha256(model_dir, cfg.runtime), "views": cfg.views, "seed": cfg.seed,
            "runtime": cfg.runtime, "device": cfg.device, "adapt_minutes": cfg.adapt_minutes,
            "adapt_steps": cfg.adapt_steps, "adapt_mode": cfg.adapt_mode, "rescore": cfg.rescore,
-           "curve": cfg.curve}
+           "curve": cfg.curve, "drafts": cfg.drafts}
     if challenges is not None:
         out["challenges_sha256"] = files_sha256([challenges])
     return out
@@ -321,7 +325,7 @@ def _chunks(tasks: list[Task], jobs_per_chunk: int, views: int) -> list[list[Tas
 
 
 def solve_chunk(model, tasks: list[Task], rows: dict[str, int], views: int, batch: int, rescore_count: int = 0,
-                curve: list[int] | tuple[int, ...] = ()) -> dict[str, list[Tally]]:
+                curve: list[int] | tuple[int, ...] = (), drafts: int = DRAFTS) -> dict[str, list[Tally]]:
     """Decode every (task, test input, view) of the chunk, shortest prompts batched together; then, with
     `rescore_count`, re-score the leading candidates under every view (`generate.rescore`). With `curve`,
     each tally's `prefixes[n]` votes over the first n views only."""
@@ -340,7 +344,7 @@ def solve_chunk(model, tasks: list[Task], rows: dict[str, int], views: int, batc
     inputs = {t.id: t.test_inputs for t in tasks}
     for s in range(0, len(jobs), batch):
         part = jobs[s:s + batch]
-        for (tid, i, k, _), cand in zip(part, generate(model, [j for *_, j in part]), strict=True):
+        for (tid, i, k, _), cand in zip(part, generate(model, [j for *_, j in part], drafts=drafts), strict=True):
             tally = tallies[tid][i]
             for t in [tally] + [p for n, p in tally.prefixes.items() if k < n]:
                 t.add([cand], inputs[tid][i])
@@ -395,7 +399,7 @@ def predict_file(model_dir: str | Path, challenges: str | Path, out: str | Path,
             if time.time() >= deadline:
                 break
             t0 = time.time()
-            tallies = solve_chunk(net, chunk, rows, cfg.views, batch, cfg.rescore, cfg.curve)
+            tallies = solve_chunk(net, chunk, rows, cfg.views, batch, cfg.rescore, cfg.curve, cfg.drafts)
             seconds = (time.time() - t0) / len(chunk)
             for t in chunk:
                 ts = tallies[t.id]
