@@ -145,7 +145,7 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
         ("--limit", "0"), ("--limit", "-1"), ("--seed", "-1"), ("--seed", "4294967296"), ("--batch", "5000"),
         ("--minutes", "inf"), ("--adapt-minutes", "nan"), ("--out", "{w}/adir"), ("--model", "{w}/nope"),
         ("--model", "{w}/afile.txt"), ("--model", "{w}/adir"), ("--challenges", "{w}/nope.json"),
-        ("--adapt-mode", "both")]],
+        ("--adapt-mode", "both"), ("--drafts", "-1"), ("--drafts", "17"), ("--drafts", "some")]],
     ("predict", "truncated weights", PRED, _truncate("model/model.safetensors")),
     ("predict", "config.json not JSON", PRED, _write("model/config.json", "{")),
     ("predict", "tasks.json missing", PRED, lambda w: (w / "model/tasks.json").unlink()),
@@ -154,6 +154,7 @@ CASES: list[tuple[str, str, list[str], Mutate]] = [
      _json("challenges.json", {"t1": {**TASK, "train": [{"input": [[12]], "output": [[1]]}]}})),
     ("predict", "challenges task id ../x", PRED, _json("challenges.json", {"../x": TASK})),
     ("predict", "resume: other --views", PRED, _partial("pred/p.json", PARTIAL_ROW, views=3)),
+    ("predict", "resume: other --drafts", _with(PRED, "--drafts", "0"), _partial("pred/p.json", PARTIAL_ROW)),
     ("predict", "resume: other --adapt-mode", _with(PRED, "--adapt-mode", "rows"),
      _partial("pred/p.json", PARTIAL_ROW)),
     ("predict", "resume: other --model", _with(PRED, "--model", "{w}/m2"), lambda w: (

@@ -2,13 +2,17 @@
 
 - `prefill.onnx`: the left-padded prompt -> last-position logits and `present.{i}.key/value` (the
   prompt's keys and values);
-- `decode_step.onnx`: one token per sequence, the prompt's keys and values as
-  `prompt_key_values.{i}.key/value` and the answer's as `past_key_values.{i}.key/value`, both read in
-  place, never copied -> logits and this token's key and value only (`present.{i}.key/value`, length 1).
+- `decode_step.onnx`: N tokens per sequence (the chosen token and N - 1 drafted ones, causal among
+  themselves; `student/drafts.py`), the prompt's keys and values as `prompt_key_values.{i}.key/value` and
+  the answer's as `past_key_values.{i}.key/value`, both read in place, never copied -> the logits after each
+  of the N tokens and their keys and values only (`present.{i}.key/value`, length N).
 
 The caller keeps the answer's keys in a buffer that grows a block at a time and writes each step's present
-into it (`student/onnx_runtime.py`); the buffer's unwritten slots are masked out (attention_mask 0), so a
-step neither concatenates nor copies a cache. Concatenating past and present in the graph cost a third of
+into it (`student/onnx_runtime.py`); the buffer's unwritten slots, and those of drafted tokens a row did not
+keep, are masked out (attention_mask 0), so a step neither concatenates nor copies a cache. A step's
+attention runs one query at a time (`attention(per_query=True)`): ONNX Runtime's matrix product then takes
+its one-row path, which reads the keys once, where several query rows would copy (pack) all the keys first
+(2.5x slower at 2 queries, 1,332 keys). Concatenating past and present in the graph cost a third of
 a step's node time at long answers (docs/BENCHMARKS.md, "ONNX Runtime on the CPU"); before that, one past
 that held the prompt too copied every layer's whole cache each step.
 
@@ -17,7 +21,7 @@ Inputs (int64): `input_ids` [B, L], `position_ids` [B, L, 3] (row, column, part)
 an answer slot not written yet).
 A query attends to real keys at or before it and always to itself (a padding query sees only
 itself, as in the torch path). Keys and values: [B, heads, length, head_dim], float32; `i` counts
-(loop, layer) slots. Logits: [B, VOCAB] for the last position only.
+(loop, layer) slots. Logits: [B, VOCAB] for the last position (prefill), [B, N, VOCAB] (decode_step).
 
 The task tables are the model's plus one row at the end, the mean row `SageModel.extend_tasks` gives a task
 the model has no embedding for, so a graph answers unknown tasks as the torch path does without
@@ -110,7 +114,7 @@ class DecoderGraph(nn.Module):
                 attn = block.attn
                 q, k, v = attn.qkv(rms(block.norm1, x)).view(b, n, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4)
                 q, k = apply_rope(rms(attn.q_norm, q), cos, sin), apply_rope(rms(attn.k_norm, k), cos, sin)
-                presents += [k, v]  # prefill: the prompt's; a step: this token's
+                presents += [k, v]  # prefill: the prompt's; a step: its tokens'
                 blocks = [(k, v)]
                 if self.with_past:
                     blocks = [(prompt[2 * slot], prompt[2 * slot + 1]), (past[2 * slot], past[2 * slot + 1]), (k, v)]
@@ -253,9 +257,10 @@ def export_model(model_dir: str | Path, out: str | Path, precision: str = "fp32"
                        "past_key_values.{i}.key/value": "[batch, heads, past, head_dim] float32 (decode_step): the "
                                                         "answer's buffer, read in place; slots not written yet are "
                                                         "masked"},
-            "outputs": {"logits": "[batch, vocab] float32, the last position",
+            "outputs": {"logits": "float32 [batch, vocab] (prefill: the last position) or [batch, sequence, vocab] "
+                                  "(decode_step: after each token)",
                         "present.{i}.key/value": "[batch, heads, sequence, head_dim] float32 (prefill: the "
-                                                 "prompt's; decode_step: this token's, for the caller to write "
+                                                 "prompt's; decode_step: these tokens', for the caller to write "
                                                  "into its answer buffer)"},
             "tasks": {"fingerprints": fingerprints, "unknown_row": len(fingerprints) if cfg.num_tasks else 0,
                       "unknown_row_is": "the mean of the trained rows, as a new task starts"},

@@ -184,10 +184,10 @@ def _generate(steps, jobs: list[Job], max_new: int, temperature: float = 0.0,
                                                                                      tok_pos, inverse))
             task, view = task[keep], view[keep]
         # Feed the chosen token and k guesses after it, each at the position the cursor gives it.
-        guess = np.full((len(live), k), END, dtype=np.int64)
-        for i, (j, r, c, w) in enumerate(zip(live, row, col, width, strict=True)):
-            if k and not done[i]:
-                guess[i] = draft(grids[j], out[j, :length[j]], r, c, w, k)
+        guess = np.full((len(live), k), END, dtype=np.int64)  # finished rows: <end>, never kept
+        for i in np.nonzero(~done)[0] if k else []:
+            j = live[i]
+            guess[i] = draft(grids[j], out[j, :length[j]], row[i], col[i], width[i], k)
         fed, fed_pos, r, c = np.concatenate([nxt[:, None], guess], 1), [tok_pos], row, col
         for i in range(k):
             at, r, c = advance(guess[:, i], r, c)

@@ -1,8 +1,9 @@
 """The SAGE ARC model through ONNX Runtime's CPU provider: the graphs `sage-distill export` writes,
 driven by the same decoding loop as the torch path (`generate._generate`); only the model calls
 differ. The prompt's keys and values (prefill's presents) are fed to every step unchanged; the answer's
-live in a buffer that grows BLOCK positions at a time, into which each step's present (this token's key
-and value) is written in place; the slots not written yet are masked. No step copies a cache."""
+live in a buffer that grows BLOCK positions at a time, into which each step's presents (the keys and values
+of its tokens: the chosen one and the drafted ones) are written in place; the slots not written yet, and
+those of drafts a row did not keep, are masked. No step copies a cache."""
 
 from __future__ import annotations
 
