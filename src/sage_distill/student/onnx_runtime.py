@@ -18,7 +18,7 @@ from .configuration_sage import SageConfig
 MANIFEST = "sage-onnx.json"
 FORMAT = "sage-onnx/4"  # /2: the prompt's keys and values are inputs of their own; /3: a step's present is its own;
 # /4: a step takes several tokens and returns the logits of each (drafted tokens, `student/drafts.py`)
-BLOCK = 64  # answer-buffer growth: a step attends over at most BLOCK - 1 masked slots
+BLOCK = 64  # answer-buffer growth: a step attends over at most BLOCK - 1 slots not written yet
 
 
 def read_manifest(folder: str | Path) -> dict:
