@@ -4,7 +4,10 @@
 #   bc128     behaviour cloning, 128 px (configs/robot-pixels.yaml, `--minutes MIN`);
 #   dagger128 on-policy distillation from the scripted experts, 128 px (configs/robot-dagger.yaml: round 0
 #             is behaviour cloning, then rounds of student rollouts labelled by the teacher);
-#   bc224     behaviour cloning on 224 px frames (does a bigger goal marker fix reach / push / pick-place?).
+#   bc224     behaviour cloning on 224 px frames (does a bigger goal marker fix reach / push / pick-place?);
+#   photo128  behaviour cloning, 128 px, with photometric augmentation (configs/robot-pixels-photometric.yaml:
+#             blur, brightness/contrast, noise; does it close the GPU/CPU renderer gap?).
+# ARMS picks which run (default: bc128 dagger128 bc224).
 # Beside them, when the carried tree has it, the ARC student re-stored in int4 (lease/sage-arc-small-int4, made
 # on the CPU with save_model(load_model(...), precision="int4")) is scored on ARC-AGI-1 evaluation at 8 views:
 # what int4 costs decides whether a control policy fits the repository's 30 MB beside the ARC models.
@@ -20,6 +23,7 @@ W=${GPU_WORK:-/root/work}
 DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-16}
 BC_CONFIG=${BC_CONFIG:-configs/robot-pixels.yaml} DAGGER_CONFIG=${DAGGER_CONFIG:-configs/robot-dagger.yaml}
+PHOTO_CONFIG=${PHOTO_CONFIG:-configs/robot-pixels-photometric.yaml} ARMS=${ARMS:-bc128 dagger128 bc224}
 export PYTHONPATH=$W/code/src:/tmp/site:$W/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 MUJOCO_GL=egl \
   SAGE_VIDEO_BACKEND=opencv
 S="python3 -m sage_distill robot"
@@ -27,7 +31,8 @@ case "$1" in
 start)
   source scripts/gpu_lease.sh && lease_setup $W mps && robot_setup $W/site
   cp .commit $W/res/commit 2>/dev/null  # written before the call: the carried tree has no .git
-  (cd $W/code && setsid nohup bash scripts/gpu_robot_arms.sh pipeline "$2" > $W/res/pipeline.log 2>&1 < /dev/null &)
+  (cd $W/code && ARMS="$ARMS" setsid nohup bash scripts/gpu_robot_arms.sh pipeline "$2" > $W/res/pipeline.log 2>&1 \
+     < /dev/null &)
   sleep 45; cat $W/res/pipeline.log ;;
 pipeline)  # MIN, run from $W/code under setsid
   MIN=$2 EP=${EPISODES:-50} HELD=${HELDOUT_EPISODES:-20} FIXED=${FIXED_EPISODES:-10}
@@ -56,26 +61,30 @@ pipeline)  # MIN, run from $W/code under setsid
   fi
   $S collect --tasks mt10 --episodes $EP --image-size 128 --workers $WORKERS --out $W/mt10-128 > $W/res/collect-128.log 2>&1
   stamp "collect 128: $(tail -n 1 $W/res/collect-128.log)"
-  arm bc128 $W/bc128 $S train --data $W/mt10-128 --out $W/bc128 --config $BC_CONFIG \
+  on() { [[ " $ARMS " == *" $1 "* ]]; }
+  on bc128 && arm bc128 $W/bc128 $S train --data $W/mt10-128 --out $W/bc128 --config $BC_CONFIG \
     --minutes $MIN --steps 10000000 --device $DEVICE &
-  arm dagger128 $W/dagger128/round-003 $S dagger --data $W/mt10-128 --out $W/dagger128 \
+  on photo128 && arm photo128 $W/photo128 $S train --data $W/mt10-128 --out $W/photo128 --config $PHOTO_CONFIG \
+    --minutes $MIN --steps 10000000 --device $DEVICE &
+  on dagger128 && arm dagger128 $W/dagger128/round-003 $S dagger --data $W/mt10-128 --out $W/dagger128 \
     --config $DAGGER_CONFIG --device $DEVICE &
-  $S collect --tasks mt10 --episodes $EP --image-size 224 --workers $WORKERS --out $W/mt10-224 > $W/res/collect-224.log 2>&1
-  stamp "collect 224: $(tail -n 1 $W/res/collect-224.log)"
-  arm bc224 $W/bc224 $S train --data $W/mt10-224 --out $W/bc224 --config $BC_CONFIG \
-    --minutes $MIN --steps 10000000 --device $DEVICE &
+  if on bc224; then
+    $S collect --tasks mt10 --episodes $EP --image-size 224 --workers $WORKERS --out $W/mt10-224 > $W/res/collect-224.log 2>&1
+    stamp "collect 224: $(tail -n 1 $W/res/collect-224.log)"
+    arm bc224 $W/bc224 $S train --data $W/mt10-224 --out $W/bc224 --config $BC_CONFIG \
+      --minutes $MIN --steps 10000000 --device $DEVICE &
+  fi
   wait
-  $S latency --policy $W/bc224 --device $DEVICE > $W/res/latency-bc224-cuda.json 2>&1
-  $S latency --policy $W/bc128 --device $DEVICE > $W/res/latency-bc128-cuda.json 2>&1
+  for a in bc224 bc128; do on $a && $S latency --policy $W/$a --device $DEVICE > $W/res/latency-$a-cuda.json 2>&1; done
   stamp done; touch $W/res/DONE ;;
 wait)
   end=$(( $(date +%s) + ${2:-540} ))
   while [ "$(date +%s)" -lt $end ] && [ ! -f $W/res/DONE ]; do sleep 5; done
   cat $W/res/pipeline.log
-  for f in $W/bc128 $W/bc224 $W/dagger128/round-00?; do [ -f $f/metrics.jsonl ] && echo "$f: $(tail -n 1 $f/metrics.jsonl | cut -c1-300)"; done
+  for f in $W/bc128 $W/photo128 $W/bc224 $W/dagger128/round-00?; do [ -f $f/metrics.jsonl ] && echo "$f: $(tail -n 1 $f/metrics.jsonl | cut -c1-300)"; done
   cat $W/dagger128/rounds.jsonl 2>/dev/null
   mkdir -p $W/back/dagger128
-  for f in $W/bc128 $W/bc224 $W/dagger128/round-00?; do
+  for f in $W/bc128 $W/photo128 $W/bc224 $W/dagger128/round-00?; do
     [ -f $f/config.json ] || continue
     d=$W/back/${f#$W/}; mkdir -p $d; cp $f/config.json $f/metrics.jsonl $d/
   done
@@ -83,7 +92,7 @@ wait)
   (cd $W && tar czf $OUT/res.tgz --exclude='*.safetensors' --exclude='*.mp4' res back)
   # bf16 copies of the final policies (folders: model.safetensors + config.json): fp32 is over what one returned
   # file may be
-  for f in $W/bc128 $W/bc224 $W/dagger128/round-003; do [ -f $f/model.safetensors ] && \
+  for f in $W/bc128 $W/photo128 $W/bc224 $W/dagger128/round-003; do [ -f $f/model.safetensors ] && \
     $S quantize --policy $f --out $OUT/$(basename ${f%/round-003})-bf16 --precision bf16; done
   ls -la $OUT ;;
 *) echo "usage: $0 start MIN | wait SECONDS"; exit 2 ;;

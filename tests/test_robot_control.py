@@ -257,3 +257,21 @@ def test_demo_without_the_policy_is_refused_before_the_arc_part(tmp_path: Path, 
     with pytest.raises(SageError, match="no released control policy.*--no-robot"):
         demo.run_demo(tmp_path / "out", tasks=1, views=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_photometric_augmentation_is_bounded_and_blur_softens_an_edge() -> None:
+    from sage_distill.robot.train import photometric
+
+    edge = torch.zeros(4, 8, 8, 3)
+    edge[:, :, 4:] = 200.0  # a vertical edge
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.equal(photometric(edge, 0.0, 0.0, 0.0, g()), edge)
+    blurred = photometric(edge, 0.0, 2.0, 0.0, g())
+    assert torch.equal(blurred, photometric(edge, 0.0, 2.0, 0.0, g()))  # the generator decides
+    assert (blurred[:, :, 3] > 0).any() and (blurred[:, :, 4] < 200).any()  # the edge's two sides mix
+    assert torch.allclose(blurred[:, :, 0], edge[:, :, 0]) and torch.allclose(blurred[:, :, 7], edge[:, :, 7])
+    assert torch.allclose(blurred.sum(2), edge.sum(2), atol=1e-3)  # a normalised kernel along each row
+    jittered = photometric(edge, 0.2, 1.0, 3.0, g())
+    assert jittered.min() >= 0 and jittered.max() <= 255 and not torch.equal(jittered, edge)
+    means = jittered.mean(dim=(1, 2, 3))
+    assert (means - edge.mean()).abs().max() <= 0.2 * 100 + 3  # brightness within 1 +- jitter, plus noise

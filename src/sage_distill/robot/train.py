@@ -56,6 +56,11 @@ class RobotTrainConfig(BaseModel):
     # stop with a checkpoint after this long (resume later)
     max_minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
     shift: int = Field(3, ge=0, le=32)  # random-shift augmentation in pixels (DrQ); large shifts blur where things are
+    # Photometric augmentation (`photometric`), against the renderer: brightness and contrast scaled by 1 +- jitter,
+    # a blur of up to `blur` pixels (sigma), Gaussian noise of `noise` levels (of 255). 0: off.
+    jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
+    blur: float = Field(0.0, ge=0, le=3, allow_inf_nan=False)
+    noise: float = Field(0.0, ge=0, le=32, allow_inf_nan=False)
     chunk: int = Field(16, ge=1, le=256)
     n_action_steps: int = Field(8, ge=1, le=256)
     width: int = Field(512, ge=16, le=4096)  # 4096 wide: ~0.5 GB of weights
@@ -155,6 +160,32 @@ def random_shift(pixels: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return x
 
 
+def photometric(pixels: torch.Tensor, jitter: float, blur: float, noise: float,
+                generator: torch.Generator) -> torch.Tensor:
+    """Per sample: a 3x3 Gaussian blur of sigma drawn up to `blur` pixels, contrast and brightness scaled by
+    1 +- `jitter`, Gaussian noise of `noise` levels; float pixels (B, H, W, 3) in [0, 255]. MuJoCo's GPU (EGL) and
+    CPU (Mesa) renderers draw the same scene 1.5 levels apart on average, most of it at edges, and a policy
+    trained on one's frames lost 18 points of success on the other's (docs/BENCHMARKS.md, robot section)."""
+    x, b, dev = pixels.float(), pixels.shape[0], pixels.device
+
+    def draw() -> torch.Tensor:  # uniform in [-1, 1], one per sample
+        return torch.rand(b, 1, 1, 1, device=dev, generator=generator) * 2 - 1
+
+    if blur:
+        sigma = (draw() + 1) / 2 * blur
+        side = torch.exp(-0.5 / sigma.clamp(min=1e-3) ** 2)  # the kernel's weight one pixel away (0 at sigma 0)
+        w0, w1 = 1 / (1 + 2 * side), side / (1 + 2 * side)
+        p = F.pad(x.permute(0, 3, 1, 2), (1, 1, 1, 1), mode="replicate").permute(0, 2, 3, 1)  # (B, H+2, W+2, 3)
+        p = w1 * p[:, :, :-2] + w0 * p[:, :, 1:-1] + w1 * p[:, :, 2:]  # along the width
+        x = w1 * p[:, :-2] + w0 * p[:, 1:-1] + w1 * p[:, 2:]  # along the height
+    if jitter:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (1 + jitter * draw()) + mean * (1 + jitter * draw())
+    if noise:
+        x = x + noise * torch.randn(x.shape, device=dev, generator=generator)
+    return x.clamp(0, 255)
+
+
 def control_config(cfg: RobotTrainConfig, image_size: int | None) -> ControlConfig:
     """The model a run of `cfg` builds, on frames of `image_size` (None: a state dataset)."""
     return ControlConfig(obs=cfg.obs, image_size=image_size or 128, num_tasks=len(all_tasks()), chunk=cfg.chunk,
@@ -209,7 +240,9 @@ class RobotFamily:
              "action_is_pad": self.data["chunk_is_pad"][i], "generator": g}
         if "pixels" in self.data:
             px = self.data["pixels"][i]
-            b["pixels"] = random_shift(px, self.cfg.shift, g) if self.cfg.shift else px
+            px = random_shift(px, self.cfg.shift, g) if self.cfg.shift else px
+            c = self.cfg
+            b["pixels"] = photometric(px, c.jitter, c.blur, c.noise, g) if c.jitter or c.blur or c.noise else px
         else:
             b["state"] = self.data["state"][i]
         return b
