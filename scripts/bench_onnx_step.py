@@ -4,7 +4,8 @@ depend on the tokens).
 
     python scripts/bench_onnx_step.py --model models/sage-arc --graphs out/sage-onnx --batch 16 [--tokens 4]
 
-`--tokens N`: a step that checks N tokens per sequence (the chosen one and N - 1 drafted ones).
+`--tokens N`: a step that checks N tokens per sequence (the chosen one and N - 1 drafted ones). The step graph
+is loaded without the manifest's format check, so an export of an earlier format can be timed beside today's.
 `--profile` then runs ONNX Runtime's profiler over the last shape's steps and prints the step graph's node
 count after optimisation and each operator type's share of the node time (where a step's time goes).
 
@@ -26,8 +27,8 @@ import torch
 
 from sage_distill.student.checkpoint import load_model
 from sage_distill.student.modeling_sage import KVCache
-from sage_distill.student.onnx_runtime import OnnxSage
 from sage_distill.student.sequences import MAX_OUTPUT_TOKENS
+from sage_distill.utils.onnx_export import cpu_session
 
 
 def _time(fn, repeat: int) -> tuple[float, float]:
@@ -50,7 +51,10 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="ONNX Runtime's per-operator profile of the last shape")
     a = ap.parse_args()
     model, _ = load_model(a.model)
-    runner = OnnxSage(a.graphs)
+    meta = json.loads((Path(a.graphs) / "sage-onnx.json").read_text())
+    graph = Path(a.graphs) / meta["graphs"]["decode_step"]["file"]
+    step = cpu_session(graph)
+    inputs = [i.name for i in step.get_inputs()]
     cfg, b, n = model.config, a.batch, a.tokens
     ids, pos = torch.full((b, n), 3), torch.ones(b, n, 3, dtype=torch.long)
     zeros = torch.zeros(b, n, dtype=torch.long)
@@ -69,17 +73,16 @@ def main() -> None:
                  "view_ids": zeros.numpy(), "role_ids": zeros.numpy(),
                  "attention_mask": np.ones((b, length + n), dtype=np.int64)}
         rng = np.random.default_rng(0)
-        for names, count in ((runner.prompt_names, p), (runner.past_names, done)):  # prompt, then the answer so far
-            for name in names:
+        for prefix, count in (("prompt_key_values.", p), ("past_key_values.", done)):  # prompt, then the answer
+            for name in (i for i in inputs if i.startswith(prefix)):
                 feeds[name] = rng.standard_normal((b, cfg.heads, count, cfg.head_dim), dtype=np.float32)
         t_wall, t_cpu = _time(torch_step, a.repeat)
-        o_wall, o_cpu = _time(lambda feeds=feeds: runner.step.run(None, feeds), a.repeat)
+        o_wall, o_cpu = _time(lambda feeds=feeds: step.run(None, feeds), a.repeat)
         print(json.dumps({"batch": b, "tokens": n, "prompt": p, "keys": length + n, "torch_ms": round(t_wall, 1),
                           "torch_cpu_ms": round(t_cpu, 1), "onnx_ms": round(o_wall, 1), "onnx_cpu_ms": round(o_cpu, 1),
-                          "onnx_precision": runner.precision, "threads": torch.get_num_threads()}), flush=True)
+                          "onnx_precision": meta["precision"], "threads": torch.get_num_threads()}), flush=True)
     if a.profile:
-        profile(Path(a.graphs) / json.loads((Path(a.graphs) / "sage-onnx.json").read_text())["graphs"]["decode_step"][
-            "file"], feeds, a.repeat)
+        profile(graph, feeds, a.repeat)
 
 
 def profile(graph: Path, feeds: dict[str, np.ndarray], repeat: int) -> None:

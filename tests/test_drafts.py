@@ -83,12 +83,12 @@ def _jobs_and_answers(edit) -> tuple[list[Job], list[list[int]], list[int]]:
     return jobs, answers, widths
 
 
-@pytest.mark.parametrize("edit", [
-    lambda g, i: g,  # a copy: every guess is right
-    lambda g, i: np.where(g == 3, 7, g),  # a recolouring: guesses right between changes
-    lambda g, i: np.tile(g[:1, :2], (i % 3 + 1, 2)),  # another size
+@pytest.mark.parametrize("edit, halves_the_steps", [
+    (lambda g, i: g, True),  # a copy: every guess is right
+    (lambda g, i: np.where(g == 3, 7, g), True),  # a recolouring: guesses right between changes
+    (lambda g, i: np.tile(g[:1, :2], (i % 3 + 1, 2)), False),  # another size
 ], ids=["copy", "recolour", "resize"])
-def test_drafted_decoding_writes_the_answer_in_fewer_steps(edit) -> None:
+def test_drafted_decoding_writes_the_answer_in_fewer_steps(edit, halves_the_steps: bool) -> None:
     jobs, answers, widths = _jobs_and_answers(edit)
     plain, drafted = Scripted(answers, widths), Scripted(answers, widths)
     a = _generate(plain, jobs, max_new=60, drafts=0)
@@ -98,8 +98,7 @@ def test_drafted_decoding_writes_the_answer_in_fewer_steps(edit) -> None:
         assert np.array_equal(x.grid, expect) and np.array_equal(y.grid, expect)
         assert x.logprob == pytest.approx(y.logprob, abs=1e-5)
     assert plain.calls == max(len(t) for t in answers) - 1  # one token a step
-    if edit(np.zeros((1, 1)), 0).shape == (1, 1):  # the copy and the recolouring
-        assert drafted.calls < plain.calls / 2
+    assert drafted.calls < plain.calls / 2 if halves_the_steps else drafted.calls < plain.calls
 
 
 def _rows(answer: list[int]) -> list[str]:

@@ -11,10 +11,11 @@ The caller keeps the answer's keys in a buffer that grows a block at a time and 
 into it (`student/onnx_runtime.py`); the buffer's unwritten slots, and those of drafted tokens a row did not
 keep, are masked out (attention_mask 0), so a step neither concatenates nor copies a cache. A step's
 attention runs one query at a time (`attention(per_query=True)`): ONNX Runtime's matrix product then takes
-its one-row path, which reads the keys once, where several query rows would copy (pack) all the keys first
-(2.5x slower at 2 queries, 1,332 keys). Concatenating past and present in the graph cost a third of
-a step's node time at long answers (docs/BENCHMARKS.md, "ONNX Runtime on the CPU"); before that, one past
-that held the prompt too copied every layer's whole cache each step.
+its one-row path, which reads the keys in place, where several query rows would copy (pack) all the keys
+first (a 2-token step took 2.2x a 1-token one, and 1.4x one query at a time: docs/BENCHMARKS.md, "Drafted
+tokens"). Concatenating past and present in the graph cost a third of a step's node time at long answers
+(docs/BENCHMARKS.md, "ONNX Runtime on the CPU"); before that, one past that held the prompt too copied every
+layer's whole cache each step.
 
 Inputs (int64): `input_ids` [B, L], `position_ids` [B, L, 3] (row, column, part), `task_ids`,
 `view_ids`, `role_ids` [B, L], `attention_mask` [B, prompt + past + L] (1 = a real key, 0 = left padding or

@@ -166,6 +166,8 @@ def photometric(pixels: torch.Tensor, jitter: float, blur: float, noise: float,
     1 +- `jitter`, Gaussian noise of `noise` levels; float pixels (B, H, W, 3) in [0, 255]. MuJoCo's GPU (EGL) and
     CPU (Mesa) renderers draw the same scene 1.5 levels apart on average, most of it at edges, and a policy
     trained on one's frames lost 18 points of success on the other's (docs/BENCHMARKS.md, robot section)."""
+    if not (jitter or blur or noise):
+        return pixels
     x, b, dev = pixels.float(), pixels.shape[0], pixels.device
 
     def draw() -> torch.Tensor:  # uniform in [-1, 1], one per sample
@@ -241,8 +243,7 @@ class RobotFamily:
         if "pixels" in self.data:
             px = self.data["pixels"][i]
             px = random_shift(px, self.cfg.shift, g) if self.cfg.shift else px
-            c = self.cfg
-            b["pixels"] = photometric(px, c.jitter, c.blur, c.noise, g) if c.jitter or c.blur or c.noise else px
+            b["pixels"] = photometric(px, self.cfg.jitter, self.cfg.blur, self.cfg.noise, g)
         else:
             b["state"] = self.data["state"][i]
         return b

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .configuration_sage import END, NEWLINE
+from .sequences import MAX_SIZE
 
 
 def draft(grid: np.ndarray, emitted: np.ndarray, row: int, col: int, width: int, count: int) -> np.ndarray:
@@ -22,8 +23,8 @@ def draft(grid: np.ndarray, emitted: np.ndarray, row: int, col: int, width: int,
     [H, W]; (`row`, `col`): where the next token goes (1-based, as `generate.advance` counts); `width`: the
     output's first-row width, 0 while its first row is open."""
     h, w_in = grid.shape
-    tokens = emitted[-64:].tolist()  # enough to reach the cell above; `base`: the index of tokens[0]
-    base = len(emitted) - len(tokens)
+    tokens = emitted[-(MAX_SIZE + 2):].tolist()  # reaches the cell above: a row is at most 31 tokens
+    base = len(emitted) - len(tokens)  # the index of tokens[0] in the whole output
     out = np.empty(count, dtype=np.int64)
     for i in range(count):
         wide, same = width or w_in, width in (0, w_in)
